@@ -1,0 +1,159 @@
+//! Types shared by the eBPF programs and the user side. Every type is `#[repr(C)]`
+//! with explicit padding so both sides agree on the layout byte for byte.
+#![no_std]
+
+/// Page orders tracked per copy: order 0 is one base page (4 KiB on x86-64),
+/// 9 a 2 MiB huge page, 18 a 1 GiB one.
+pub const ORDERS: usize = 19;
+
+/// Counters for one traced process (thread group), kept in the `PROCS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcStats {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub comm: [u8; 16],
+    /// Child tgid of the newest fork this process made: its key in `FORKS`.
+    pub newest_fork: u32,
+    pub _pad: u32,
+    /// Every user-mode page fault.
+    pub faults: u64,
+    /// Writes to a present page of a private mapping: the COW candidates.
+    pub wp_faults: u64,
+    /// Writes to a present page of a shared mapping: never a copy.
+    pub shared_wp: u64,
+    /// Pages the kernel copied (a new page allocated inside the write fault).
+    pub cow_copies: u64,
+    /// Sum of the copied pages' sizes.
+    pub cow_bytes: u64,
+    /// Writes that replaced the shared zero page with a fresh zeroed page.
+    pub zero_fills: u64,
+    /// Write faults whose mapping could not be looked up (mmap_lock busy).
+    pub vma_misses: u64,
+    /// Copies by page order (see [`ORDERS`]).
+    pub copies_by_order: [u64; ORDERS],
+}
+
+impl ProcStats {
+    /// Zeroed counters for a process to start tracing.
+    pub const fn new(tgid: u32, ppid: u32, comm: [u8; 16]) -> Self {
+        ProcStats {
+            tgid,
+            ppid,
+            comm,
+            newest_fork: 0,
+            _pad: 0,
+            faults: 0,
+            wp_faults: 0,
+            shared_wp: 0,
+            cow_copies: 0,
+            cow_bytes: 0,
+            zero_fills: 0,
+            vma_misses: 0,
+            copies_by_order: [0; ORDERS],
+        }
+    }
+}
+
+/// One fork of a traced process, kept in `FORKS` under the child's tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub parent: u32,
+    pub child: u32,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns) of the fork.
+    pub start_ns: u64,
+    /// When the sharing ended; 0 while it lasts.
+    pub end_ns: u64,
+    pub parent_copies: u64,
+    pub child_copies: u64,
+    pub parent_bytes: u64,
+    pub child_bytes: u64,
+    /// The parent's newest fork before this one (its child tgid), or 0.
+    pub prev: u32,
+    pub end_reason: u32,
+}
+
+/// Why a fork's sharing ended.
+pub mod end_reason {
+    pub const LIVE: u32 = 0;
+    pub const CHILD_EXIT: u32 = 1;
+    pub const CHILD_EXEC: u32 = 2;
+    pub const PARENT_EXIT: u32 = 3;
+    pub const PARENT_EXEC: u32 = 4;
+}
+
+/// Load-time settings handed to the programs as one global (`CONFIG`). Offsets
+/// come from the running kernel's BTF, since aya-ebpf has no CO-RE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Trace every process, not only those in `PROCS`.
+    pub trace_all: u32,
+    /// Non-zero when `comm` below selects processes by name at exec.
+    pub match_comm: u32,
+    pub comm: [u8; 16],
+    /// `sched_process_exit` has a `group_dead` argument (Linux 6.16+).
+    pub exit_has_group_dead: u32,
+    pub page_shift: u32,
+    /// gfp bits of a user page allocation (___GFP_*_BIT from BTF).
+    pub gfp_highmem: u32,
+    pub gfp_movable: u32,
+    pub gfp_zero: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub vma_flags: u32,
+    pub vma_file: u32,
+    pub file_inode: u32,
+    pub inode_sb: u32,
+    pub sb_fs_info: u32,
+    pub hugetlbfs_sb_hstate: u32,
+    pub hstate_order: u32,
+    pub _pad: u32,
+}
+
+/// Indexes into the `COUNTERS` array: whole-run health counters.
+pub mod counter {
+    /// A new process could not be added: `PROCS` was full.
+    pub const PROCS_FULL: u32 = 0;
+    /// A fork could not be recorded: `FORKS` was full.
+    pub const FORKS_FULL: u32 = 1;
+    /// A write fault could not be remembered: `PENDING` was full.
+    pub const PENDING_FULL: u32 = 2;
+    /// A final record of an exited process or ended fork found the ring buffer full.
+    pub const RING_FULL: u32 = 3;
+    /// Copies in processes with no live fork (private file pages, for one).
+    pub const UNATTRIBUTED: u32 = 4;
+    pub const LEN: u32 = 5;
+}
+
+/// Tag of a record sent on the `EVENTS` ring buffer.
+pub mod event_kind {
+    pub const PROC_EXIT: u32 = 1;
+    pub const FORK_END: u32 = 2;
+}
+
+/// Final record of an exited process or an ended fork. The user side keeps
+/// these, because the kernel maps drop them to stay bounded.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub kind: u32,
+    pub _pad: u32,
+    pub payload: EventPayload,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union EventPayload {
+    pub proc: ProcStats,
+    pub fork: ForkRecord,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding.
+    unsafe impl aya::Pod for super::ProcStats {}
+    unsafe impl aya::Pod for super::ForkRecord {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,48 @@
+//! `kmem:mm_page_alloc`: every page the page allocator hands out.
+//! It fires machine-wide, so the common path is one failed hash lookup.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+
+use crate::{
+    kernel::cfg,
+    maps::{PENDING, PROCS, add, record_copy},
+};
+
+/// `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn mm_page_alloc(ctx: BtfTracePointContext) -> u32 {
+    on_alloc(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
+    on_alloc(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[inline(always)]
+fn on_alloc(page: u64, order: u64, gfp: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if unsafe { PENDING.get(pid_tgid) }.is_none() || page == 0 {
+        return;
+    }
+    // A user page is highmem + movable (GFP_HIGHUSER_MOVABLE); slab pages and
+    // page tables the fault may also allocate are neither.
+    let user = (1u64 << cfg!(gfp_highmem)) | (1u64 << cfg!(gfp_movable));
+    if gfp & user != user {
+        return;
+    }
+    let _ = PENDING.remove(pid_tgid);
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
+    if gfp & (1u64 << cfg!(gfp_zero)) != 0 {
+        // The write replaced the shared zero page: a fill, not a copy.
+        unsafe { add(&raw mut (*stats).zero_fills, 1) };
+        return;
+    }
+    record_copy(tgid, stats, order as u32);
+}

@@ -1,0 +1,45 @@
+//! `sched:sched_process_exec`: a process replaced its address space.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use snapshot_common::end_reason;
+
+use crate::{
+    kernel::{cfg, config},
+    maps::{PROCS, end_fork, end_forks_of, new_proc},
+};
+
+/// `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, in `p`.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
+    on_exec();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
+    on_exec();
+    0
+}
+
+#[inline(always)]
+fn on_exec() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // The comm is already the new program's here.
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let stats = match PROCS.get_ptr_mut(tgid) {
+        Some(s) => s,
+        None if cfg!(match_comm) != 0 && comm == config().comm => {
+            let Some(s) = new_proc(tgid, 0) else { return };
+            s
+        }
+        None => return,
+    };
+    unsafe { (*stats).comm = comm };
+    // The old address space is gone: the parent no longer shares with this
+    // process, nor this process with its children.
+    end_fork(tgid, end_reason::CHILD_EXEC);
+    end_forks_of(tgid, stats, end_reason::PARENT_EXEC);
+}

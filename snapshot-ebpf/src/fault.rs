@@ -1,0 +1,113 @@
+//! `exceptions:page_fault_user` (x86): every user page fault, at its entry.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, generated::bpf_find_vma},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+
+use crate::{
+    kernel::{cfg, read},
+    maps::{PENDING, add, count, live_fork, proc_stats, record_copy},
+};
+
+/// x86 page fault error code: the page was present (a protection fault) ...
+const PF_PROT: u64 = 1 << 0;
+/// ... and the access was a write.
+const PF_WRITE: u64 = 1 << 1;
+/// `vm_flags` bits, unchanged since Linux 2.6.
+const VM_SHARED: u64 = 0x8;
+const VM_HUGETLB: u64 = 0x0040_0000;
+
+/// `(unsigned long address, struct pt_regs *regs, unsigned long error_code)`
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
+    on_fault(ctx.arg(0), ctx.arg(2));
+    0
+}
+
+/// The same for kernels without BTF tracepoints.
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user_raw(ctx: RawTracePointContext) -> i32 {
+    on_fault(ctx.arg(0), ctx.arg(2));
+    0
+}
+
+#[inline(always)]
+fn on_fault(address: u64, error_code: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(stats) = proc_stats(tgid) else { return };
+    unsafe { add(&raw mut (*stats).faults, 1) };
+    if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
+        return;
+    }
+    let mut vma = Vma::default();
+    let found = unsafe {
+        bpf_find_vma(
+            bpf_get_current_task_btf(),
+            address,
+            read_vma as *mut c_void,
+            &raw mut vma as *mut c_void,
+            0,
+        )
+    } == 0;
+    unsafe {
+        if !found {
+            // mmap_lock was busy: classify by the allocation alone.
+            add(&raw mut (*stats).vma_misses, 1);
+        } else if vma.flags & VM_SHARED != 0 {
+            add(&raw mut (*stats).shared_wp, 1);
+            return;
+        }
+        add(&raw mut (*stats).wp_faults, 1);
+    }
+    if found && vma.flags & VM_HUGETLB != 0 {
+        // Pool pages: no allocation to observe. The kernel copies unless it is
+        // the only mapper, i.e. unless no fork relative shares the page.
+        if live_fork(tgid, stats).is_some() {
+            record_copy(tgid, stats, vma.huge_order);
+        }
+        return;
+    }
+    // Replaces the thread's stale entry from a fault that reused its page.
+    if PENDING.insert(pid_tgid, address, 0).is_err() {
+        count(snapshot_common::counter::PENDING_FULL);
+    }
+}
+
+#[derive(Default)]
+#[repr(C)]
+struct Vma {
+    flags: u64,
+    /// Page order of a hugetlb mapping (its hstate's order).
+    huge_order: u32,
+}
+
+/// `bpf_find_vma` callback: copies what the fault needs out of the VMA.
+extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, out: *mut Vma) -> i64 {
+    let vma = vma as *const u8;
+    let flags: u64 = read(vma, cfg!(vma_flags)).unwrap_or(0);
+    let huge_order = if flags & VM_HUGETLB != 0 { hugetlb_order(vma) } else { 0 };
+    unsafe {
+        (*out).flags = flags;
+        (*out).huge_order = huge_order;
+    }
+    0
+}
+
+/// vma->vm_file->f_inode->i_sb->s_fs_info (hugetlbfs_sb_info)->hstate->order.
+#[inline(always)]
+fn hugetlb_order(vma: *const u8) -> u32 {
+    let order = || -> Option<u32> {
+        let file: *const u8 = read(vma, cfg!(vma_file))?;
+        let inode: *const u8 = read(file, cfg!(file_inode))?;
+        let sb: *const u8 = read(inode, cfg!(inode_sb))?;
+        let info: *const u8 = read(sb, cfg!(sb_fs_info))?;
+        let hstate: *const u8 = read(info, cfg!(hugetlbfs_sb_hstate))?;
+        read(hstate, cfg!(hstate_order))
+    };
+    // Unknown: assume the x86-64 default huge page, 2 MiB (order 9).
+    order().unwrap_or(9)
+}

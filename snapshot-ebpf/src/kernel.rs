@@ -1,0 +1,62 @@
+//! Reads of kernel memory at offsets the user side found in the running
+//! kernel's BTF (aya-ebpf has no CO-RE relocations).
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use snapshot_common::Config;
+
+/// Filled in at load time by `EbpfLoader::set_global("CONFIG", ..)`.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    trace_all: 0,
+    match_comm: 0,
+    comm: [0; 16],
+    exit_has_group_dead: 0,
+    page_shift: 12,
+    gfp_highmem: 0,
+    gfp_movable: 0,
+    gfp_zero: 0,
+    task_tgid: 0,
+    task_mm: 0,
+    vma_flags: 0,
+    vma_file: 0,
+    file_inode: 0,
+    inode_sb: 0,
+    sb_fs_info: 0,
+    hugetlbfs_sb_hstate: 0,
+    hstate_order: 0,
+    _pad: 0,
+};
+
+/// One field of the config. The volatile read stops the compiler from folding
+/// the zero defaults above into the code.
+macro_rules! cfg_get {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&$crate::kernel::config().$field) }
+    };
+}
+pub(crate) use cfg_get as cfg;
+
+pub fn config() -> &'static Config {
+    &CONFIG
+}
+
+/// `*(T *)(base + offset)`, or `None` when the read faults.
+#[inline(always)]
+pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
+}
+
+/// The tgid and mm of a `task_struct`.
+pub struct Task {
+    pub tgid: u32,
+    pub mm: u64,
+}
+
+pub fn task(task: *const u8) -> Option<Task> {
+    Some(Task {
+        tgid: read(task, cfg!(task_tgid))?,
+        mm: read(task, cfg!(task_mm))?,
+    })
+}

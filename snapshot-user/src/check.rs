@@ -1,0 +1,67 @@
+//! `snapshot check`: what the kernel offers, and a real load of the programs.
+use std::process::ExitCode;
+
+use anyhow::Result;
+use comfy_table::{Table, presets::NOTHING};
+
+use crate::{
+    kernel::{self, Caps, PROBES},
+    loader::{self, Selection},
+};
+
+pub fn run() -> Result<ExitCode> {
+    let caps = Caps::current()?;
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header(["FEATURE", "HERE", "DETAIL"]);
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let btf = std::path::Path::new(kernel::VMLINUX_BTF).exists();
+    table.add_row(["kernel BTF", yes_no(btf), kernel::VMLINUX_BTF]);
+    table.add_row([
+        "tracefs",
+        if kernel::tracefs_mounted() { "mounted" } else { "not mounted" },
+        "not needed: BTF and raw tracepoints attach without it",
+    ]);
+    table.add_row(["kprobes", yes_no(kernel::has_kprobes()), "not used: no kprobe marks a copy better than the page allocator does"]);
+    table.add_row(["fentry/fexit", fentry_state(), "not used: wp_page_copy is inlined on many kernels"]);
+    let hugepages = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+    table.add_row(["hugetlb pages reserved", hugepages.trim(), "/proc/sys/vm/nr_hugepages"]);
+    table.add_row(["THP mode", &kernel::thp_mode().unwrap_or_else(|| "unknown".into()), "/sys/kernel/mm/transparent_hugepage/enabled"]);
+    let caps_text = format!(
+        "CAP_SYS_ADMIN {} CAP_BPF {} CAP_PERFMON {}",
+        yes_no(caps.sys_admin),
+        yes_no(caps.bpf),
+        yes_no(caps.perfmon)
+    );
+    table.add_row(["capabilities", yes_no(caps.can_trace()), &caps_text]);
+    if !caps.can_trace() {
+        println!("{table}");
+        caps.require_tracing()?;
+    }
+    let loaded = loader::load(&Selection::default())?;
+    for ((name, result), (_, module, needs)) in loaded.attached.iter().zip(PROBES) {
+        let (state, detail) = match result {
+            Ok(path) => (path.name().to_string(), format!("{module}: {needs}")),
+            Err(e) => ("FAILED".to_string(), e.clone()),
+        };
+        table.add_row([format!("probe {name}"), state, detail]);
+    }
+    println!("{table}");
+    match loaded.path() {
+        Some(path) => {
+            println!("\ntracing path: {}", path.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("snapshot: cannot trace here: {}", loaded.failures().join("; "));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// fentry needs BPF trampolines; their absence shows as EPERM or ENOTSUPP at load.
+fn fentry_state() -> &'static str {
+    match std::fs::read_to_string("/proc/kallsyms") {
+        Ok(syms) if syms.contains(" bpf_trampoline_") || syms.contains(" arch_prepare_bpf_trampoline") => "maybe",
+        _ => "no",
+    }
+}

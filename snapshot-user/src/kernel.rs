@@ -1,0 +1,166 @@
+//! What the running kernel offers: BTF field offsets for the eBPF programs,
+//! capabilities, and the features `snapshot check` reports.
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use fallible_iterator::FallibleIterator as _;
+use snapshot_common::Config;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel tracepoints the programs attach to, the eBPF module holding
+/// each, and what it needs from the kernel. Each is attached as a BTF
+/// tracepoint (tp_btf, Linux 5.5+) or, failing that, a raw tracepoint (4.17+);
+/// neither needs tracefs.
+pub const PROBES: &[(&str, &str, &str)] = &[
+    ("page_fault_user", "fault.rs", "x86 exceptions tracepoint; bpf_find_vma (5.17+)"),
+    ("mm_page_alloc", "alloc.rs", "kmem tracepoint"),
+    ("sched_process_fork", "fork.rs", "sched tracepoint"),
+    ("sched_process_exec", "exec.rs", "sched tracepoint"),
+    ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
+];
+
+/// Reads the running kernel's BTF and fills in the offsets the programs need.
+pub fn config() -> Result<Config> {
+    let btf = Btf::from_file(VMLINUX_BTF)
+        .with_context(|| format!("cannot read kernel BTF at {VMLINUX_BTF} (needs CONFIG_DEBUG_INFO_BTF)"))?;
+    let off = |s: &str, f: &str| field_offset(&btf, s, f).with_context(|| format!("kernel BTF: {s}.{f}"));
+    Ok(Config {
+        exit_has_group_dead: u32::from(tracepoint_args(&btf, "sched_process_exit")? >= 2),
+        page_shift: page_size().trailing_zeros(),
+        gfp_highmem: enum_value(&btf, "___GFP_HIGHMEM_BIT").unwrap_or(1),
+        gfp_movable: enum_value(&btf, "___GFP_MOVABLE_BIT").unwrap_or(3),
+        gfp_zero: enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8),
+        task_tgid: off("task_struct", "tgid")?,
+        task_mm: off("task_struct", "mm")?,
+        vma_flags: off("vm_area_struct", "vm_flags")?,
+        vma_file: off("vm_area_struct", "vm_file")?,
+        file_inode: off("file", "f_inode")?,
+        inode_sb: off("inode", "i_sb")?,
+        sb_fs_info: off("super_block", "s_fs_info")?,
+        hugetlbfs_sb_hstate: off("hugetlbfs_sb_info", "hstate")?,
+        hstate_order: off("hstate", "order")?,
+        ..Config::default()
+    })
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}
+
+/// Byte offset of `field` in `struct name`, looking inside anonymous
+/// structs and unions (where recent kernels keep `vm_flags`).
+fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+    for ty in btf.resolve_types_by_name(name)? {
+        if let Type::Struct(s) = ty {
+            if let Some(bits) = member_bits(btf, &s, field)? {
+                return Ok(bits / 8);
+            }
+        }
+    }
+    Err(anyhow!("no such field"))
+}
+
+fn member_bits(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
+    for m in &s.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == field {
+            return Ok(Some(m.bit_offset()));
+        }
+        if name.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) = btf.resolve_chained_type(m)? {
+                if let Some(bits) = member_bits(btf, &inner, field)? {
+                    return Ok(Some(m.bit_offset() + bits));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Arguments of a BTF tracepoint, not counting the context pointer.
+fn tracepoint_args(btf: &Btf, tracepoint: &str) -> Result<usize> {
+    let name = format!("btf_trace_{tracepoint}");
+    let Some(Type::Typedef(td)) = btf.resolve_types_by_name(&name)?.into_iter().next() else {
+        bail!("kernel BTF has no tracepoint {tracepoint}");
+    };
+    let Type::Ptr(ptr) = btf.resolve_chained_type(&td)? else { bail!("{name}: not a pointer") };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr)? else { bail!("{name}: not a function") };
+    Ok(proto.parameters.len().saturating_sub(1))
+}
+
+/// Value of an enumerator such as `___GFP_ZERO_BIT`, searching every enum.
+fn enum_value(btf: &Btf, name: &str) -> Option<u32> {
+    let found = |ty: Type| match ty {
+        Type::Enum(e) => e
+            .members
+            .iter()
+            .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == name))
+            .map(|m| m.val()),
+        _ => None,
+    };
+    btf.type_iter().find_map(|ty| Ok(found(ty))).ok().flatten()
+}
+
+/// Capabilities that matter for loading and attaching the programs.
+pub struct Caps {
+    pub sys_admin: bool,
+    pub bpf: bool,
+    pub perfmon: bool,
+}
+
+impl Caps {
+    pub fn current() -> Result<Self> {
+        let status = procfs::process::Process::myself()
+            .and_then(|p| p.status())
+            .context("reading /proc/self/status")?;
+        let eff = status.capeff;
+        let has = |bit: u32| eff & (1 << bit) != 0;
+        Ok(Caps { sys_admin: has(21), perfmon: has(38), bpf: has(39) })
+    }
+
+    /// Tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN which implies both.
+    pub fn can_trace(&self) -> bool {
+        self.sys_admin || (self.bpf && self.perfmon)
+    }
+
+    /// A one-line error naming what is missing, or Ok.
+    pub fn require_tracing(&self) -> Result<()> {
+        if self.can_trace() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if !self.bpf {
+            missing.push("CAP_BPF");
+        }
+        if !self.perfmon {
+            missing.push("CAP_PERFMON");
+        }
+        bail!(
+            "not permitted to trace: missing {} (run as root, or grant CAP_BPF and CAP_PERFMON)",
+            missing.join(" and ")
+        )
+    }
+}
+
+/// How `/sys/kernel/mm/transparent_hugepage/enabled` is set: `always`, `madvise` or `never`.
+pub fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = text.find('[')? + 1;
+    let end = text[start..].find(']')? + start;
+    Some(text[start..end].to_string())
+}
+
+pub fn tracefs_mounted() -> bool {
+    procfs::mounts()
+        .map(|mounts| mounts.iter().any(|m| m.fs_vfstype == "tracefs"))
+        .unwrap_or(false)
+}
+
+/// kprobes register a perf event source when the kernel has them.
+pub fn has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}

@@ -1,0 +1,53 @@
+//! `snapshot`: copy-on-write tracer and fork snapshot store.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod check;
+mod cli;
+mod kernel;
+mod loader;
+mod report;
+mod spawn;
+mod trace;
+mod workload;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = cli::Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            // One line: the error and its causes, no backtrace.
+            eprintln!("snapshot: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(cli::Command::Demo) {
+        cli::Command::Check => check::run(),
+        cli::Command::Trace(args) => trace::run(args),
+        // SERVE cli::Command::Serve(args) => snapshot_store::serve(args, None).map(|()| ExitCode::SUCCESS),
+        cli::Command::Workload(args) => workload::run(&args),
+        cli::Command::Demo => demo(),
+    }
+}
+
+/// Traces the built-in forking workload: 100 MiB written after each of two forks.
+fn demo() -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe()?.display().to_string();
+    let command = [&exe, "workload", "--pages", "25600", "--forks", "2"].map(String::from).to_vec();
+    println!("demo: snapshot trace -- {}\n", command.join(" "));
+    trace::run(cli::TraceArgs {
+        pid: None,
+        comm: None,
+        all: false,
+        duration: None,
+        interval: Some(1.0),
+        json: None,
+        budget: None,
+        command,
+    })
+}

@@ -1,0 +1,265 @@
+//! Collects what the programs counted (final records from the ring buffer,
+//! live ones from the maps) into one report: a table for people, JSON for tools.
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use aya::maps::{HashMap, MapData, RingBuf};
+use serde::Serialize;
+use snapshot_common::{Event, ForkRecord, ORDERS, ProcStats, counter, end_reason, event_kind};
+
+use crate::loader::{Loaded, comm_string};
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// Pages the kernel copied because another process still shared them.
+    pub cow_copies: u64,
+    pub cow_bytes: u64,
+    /// Write-protect faults that copied nothing (the page was no longer shared).
+    pub wp_reuse: u64,
+    /// Write faults on present pages of private mappings (copies + reuses + zero fills).
+    pub wp_faults: u64,
+    /// Write faults on present pages of shared mappings (never copied).
+    pub shared_wp: u64,
+    /// First writes to the shared zero page (a fresh zeroed page, not a copy).
+    pub zero_fills: u64,
+    pub faults: u64,
+    /// Write faults whose mapping could not be looked up (mmap_lock busy).
+    pub vma_misses: u64,
+    /// Copies by page size in bytes.
+    pub copies_by_size: BTreeMap<u64, u64>,
+    pub exited: bool,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Fork {
+    pub parent: u32,
+    pub child: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub start_ns: u64,
+    /// When the sharing ended; null while it lasts.
+    pub end_ns: Option<u64>,
+    pub end_reason: &'static str,
+    pub parent_copies: u64,
+    pub child_copies: u64,
+    pub parent_bytes: u64,
+    pub child_bytes: u64,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Health {
+    /// Processes not counted because the process table was full.
+    pub procs_table_full: u64,
+    pub forks_table_full: u64,
+    pub pending_table_full: u64,
+    /// Final records that found the ring buffer full (their data stayed in the maps).
+    pub ring_full: u64,
+    /// Copies made while no fork shared the page (e.g. a private file mapping's first write).
+    pub unattributed_copies: u64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub duration_s: f64,
+    pub tracing_path: String,
+    pub processes: Vec<Process>,
+    pub forks: Vec<Fork>,
+    pub health: Health,
+}
+
+impl Report {
+    pub fn total_cow_bytes(&self) -> u64 {
+        self.processes.iter().map(|p| p.cow_bytes).sum()
+    }
+    pub fn total_cow_copies(&self) -> u64 {
+        self.processes.iter().map(|p| p.cow_copies).sum()
+    }
+}
+
+/// Keeps the final records the kernel sent before dropping them from its maps.
+#[derive(Default)]
+pub struct Collector {
+    exited: Vec<ProcStats>,
+    ended: BTreeMap<(u32, u32, u64), ForkRecord>,
+}
+
+impl Collector {
+    /// Takes every record waiting in the ring buffer.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the programs write whole `Event`s; read_unaligned copes with the ring's alignment.
+            let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            // SAFETY: `kind` says which union member the program wrote.
+            match event.kind {
+                event_kind::PROC_EXIT => self.exited.push(unsafe { event.payload.proc }),
+                event_kind::FORK_END => {
+                    let f = unsafe { event.payload.fork };
+                    self.ended.insert((f.parent, f.child, f.start_ns), f);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything counted so far: final records plus the live map entries.
+    pub fn report(&self, loaded: &mut Loaded, duration_s: f64) -> Result<Report> {
+        let mut processes: Vec<Process> = self.exited.iter().map(|s| process(s, true)).collect();
+        for entry in loaded.procs()?.iter() {
+            let (_, stats) = entry.context("reading PROCS")?;
+            processes.push(process(&stats, false));
+        }
+        processes.sort_by_key(|p| p.pid);
+        let mut forks = self.ended.clone();
+        let map: HashMap<&MapData, u32, ForkRecord> =
+            HashMap::try_from(loaded.ebpf.map("FORKS").context("no FORKS map")?)?;
+        for entry in map.iter() {
+            let (_, f) = entry.context("reading FORKS")?;
+            forks.entry((f.parent, f.child, f.start_ns)).or_insert(f);
+        }
+        let mut forks: Vec<Fork> = forks.values().map(fork).collect();
+        forks.sort_by_key(|f| f.start_ns);
+        Ok(Report {
+            duration_s,
+            tracing_path: loaded.path().map(|p| p.name().to_string()).unwrap_or_default(),
+            processes,
+            forks,
+            health: health(loaded)?,
+        })
+    }
+}
+
+fn process(s: &ProcStats, exited: bool) -> Process {
+    let mut ppid = s.ppid;
+    if ppid == 0 && !exited {
+        ppid = procfs::process::Process::new(s.tgid as i32)
+            .and_then(|p| p.stat())
+            .map(|st| st.ppid as u32)
+            .unwrap_or(0);
+    }
+    let page = crate::kernel::page_size();
+    let copies_by_size = (0..ORDERS)
+        .filter(|&o| s.copies_by_order[o] > 0)
+        .map(|o| (page << o, s.copies_by_order[o]))
+        .collect();
+    Process {
+        pid: s.tgid,
+        ppid,
+        comm: comm_string(&s.comm),
+        cow_copies: s.cow_copies,
+        cow_bytes: s.cow_bytes,
+        wp_reuse: s.wp_faults.saturating_sub(s.cow_copies + s.zero_fills),
+        wp_faults: s.wp_faults,
+        shared_wp: s.shared_wp,
+        zero_fills: s.zero_fills,
+        faults: s.faults,
+        vma_misses: s.vma_misses,
+        copies_by_size,
+        exited,
+    }
+}
+
+fn fork(f: &ForkRecord) -> Fork {
+    Fork {
+        parent: f.parent,
+        child: f.child,
+        start_ns: f.start_ns,
+        end_ns: (f.end_ns != 0).then_some(f.end_ns),
+        end_reason: match f.end_reason {
+            end_reason::CHILD_EXIT => "child_exit",
+            end_reason::CHILD_EXEC => "child_exec",
+            end_reason::PARENT_EXIT => "parent_exit",
+            end_reason::PARENT_EXEC => "parent_exec",
+            _ => "live",
+        },
+        parent_copies: f.parent_copies,
+        child_copies: f.child_copies,
+        parent_bytes: f.parent_bytes,
+        child_bytes: f.child_bytes,
+    }
+}
+
+fn health(loaded: &Loaded) -> Result<Health> {
+    let map: aya::maps::Array<&MapData, u64> =
+        aya::maps::Array::try_from(loaded.ebpf.map("COUNTERS").context("no COUNTERS map")?)?;
+    let get = |i: u32| map.get(&i, 0).unwrap_or(0);
+    Ok(Health {
+        procs_table_full: get(counter::PROCS_FULL),
+        forks_table_full: get(counter::FORKS_FULL),
+        pending_table_full: get(counter::PENDING_FULL),
+        ring_full: get(counter::RING_FULL),
+        unattributed_copies: get(counter::UNATTRIBUTED),
+    })
+}
+
+/// Bytes as people read them: 4.0 KiB, 2.0 MiB.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// The report as tables.
+pub fn print(report: &Report) {
+    let mut procs = comfy_table::Table::new();
+    procs.load_preset(comfy_table::presets::NOTHING).set_header([
+        "PID", "PPID", "COMM", "COW_COPIES", "COW_BYTES", "BY_SIZE", "WP_REUSE", "ZERO_FILLS", "FAULTS",
+    ]);
+    for p in &report.processes {
+        let sizes: Vec<String> = p.copies_by_size.iter().map(|(s, n)| format!("{n}x{}", human(*s))).collect();
+        procs.add_row([
+            p.pid.to_string(),
+            p.ppid.to_string(),
+            format!("{}{}", p.comm, if p.exited { "" } else { " (live)" }),
+            p.cow_copies.to_string(),
+            human(p.cow_bytes),
+            sizes.join(" "),
+            p.wp_reuse.to_string(),
+            p.zero_fills.to_string(),
+            p.faults.to_string(),
+        ]);
+    }
+    println!("{procs}");
+    if !report.forks.is_empty() {
+        let mut forks = comfy_table::Table::new();
+        forks.load_preset(comfy_table::presets::NOTHING).set_header([
+            "PARENT", "CHILD", "SHARED_FOR", "ENDED_BY", "PARENT_COPIES", "CHILD_COPIES", "COPIED",
+        ]);
+        for f in &report.forks {
+            let shared = f.end_ns.map(|e| format!("{:.3}s", (e.saturating_sub(f.start_ns)) as f64 / 1e9));
+            forks.add_row([
+                f.parent.to_string(),
+                f.child.to_string(),
+                shared.unwrap_or_else(|| "-".into()),
+                f.end_reason.to_string(),
+                f.parent_copies.to_string(),
+                f.child_copies.to_string(),
+                human(f.parent_bytes + f.child_bytes),
+            ]);
+        }
+        println!("\n{forks}");
+    }
+    println!(
+        "\ntotal: {} copies, {} copied, in {:.1}s ({})",
+        report.total_cow_copies(),
+        human(report.total_cow_bytes()),
+        report.duration_s,
+        report.tracing_path
+    );
+    let h = &report.health;
+    if h.procs_table_full + h.forks_table_full + h.pending_table_full + h.ring_full > 0 {
+        println!(
+            "warning: tables full, counts incomplete: procs {} forks {} pending {} ring {}",
+            h.procs_table_full, h.forks_table_full, h.pending_table_full, h.ring_full
+        );
+    }
+}

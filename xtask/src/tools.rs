@@ -1,0 +1,147 @@
+//! Installs, once, what building eBPF in Rust needs (see
+//! ../shared/notes/ebpf-build.md): nightly's rust-src for `-Z build-std=core`,
+//! and bpf-linker linked against the nightly rustc's own libLLVM, so their
+//! LLVM versions match. Everything goes under target/tools.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::step;
+
+/// What the build needs on PATH.
+pub struct Tools {
+    pub path: OsString,
+}
+
+pub fn ensure(root: &Path) -> Result<Tools> {
+    let dir = root.join("target").join("tools");
+    ensure_nightly()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker(&dir)?;
+    let mut paths = vec![dir.join("bin")];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    Ok(Tools { path: std::env::join_paths(paths).context("PATH")? })
+}
+
+/// Runs a command, naming it and what to do when it fails.
+fn run(cmd: &mut Command, what: &str, fix: &str) -> Result<String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().with_context(|| format!("{what}: cannot run `{shown}`; {fix}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("{what} failed: `{shown}` exited with {}:\n{}\n{fix}", out.status, tail.join("\n"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn rustup() -> Command {
+    Command::new("rustup")
+}
+
+fn ensure_nightly() -> Result<()> {
+    let list = run(rustup().args(["toolchain", "list"]), "listing toolchains", "install rustup")?;
+    if list.lines().any(|l| l.starts_with("nightly")) {
+        return Ok(());
+    }
+    step("[tools] installing the nightly toolchain (the eBPF crate needs -Z build-std)");
+    run(
+        rustup().args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+        "installing nightly",
+        "install it by hand: rustup toolchain install nightly",
+    )?;
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = run(
+        rustup().args(["component", "list", "--toolchain", "nightly", "--installed"]),
+        "listing nightly components",
+        "check `rustup component list --toolchain nightly`",
+    )?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    step("[tools] installing rust-src for nightly (core is built from source for bpfel-unknown-none)");
+    run(
+        rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        "installing rust-src",
+        "run it by hand: rustup component add rust-src --toolchain nightly",
+    )?;
+    Ok(())
+}
+
+/// Builds bpf-linker against the nightly's libLLVM unless the one in `dir`
+/// was built for this very nightly (a stamp file holds `rustc -vV`).
+fn ensure_bpf_linker(dir: &Path) -> Result<()> {
+    let version = run(
+        Command::new("rustc").args(["+nightly", "-vV"]),
+        "asking nightly rustc its version",
+        "check the nightly toolchain",
+    )?;
+    let stamp = dir.join("bpf-linker.stamp");
+    let linker = dir.join("bin").join("bpf-linker");
+    if linker.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == version) {
+        return Ok(());
+    }
+    let llvm = llvm_major(&version)?;
+    let prefix = llvm_prefix(dir)?;
+    step(&format!(
+        "[tools] building bpf-linker against nightly's libLLVM {llvm} into {} (a few minutes, once)",
+        dir.display()
+    ));
+    run(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", &prefix)
+            .args(["install", "bpf-linker", "--force", "--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm}"))
+            .arg("--root")
+            .arg(dir),
+        "building bpf-linker",
+        "see ../shared/notes/ebpf-build.md; crates.io must be reachable",
+    )?;
+    std::fs::write(&stamp, version).with_context(|| format!("writing {}", stamp.display()))?;
+    step("[tools] bpf-linker ready");
+    Ok(())
+}
+
+/// `LLVM version: 22.1.4` -> 22
+fn llvm_major(version: &str) -> Result<u32> {
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.trim().parse().ok())
+        .context("nightly rustc -vV printed no `LLVM version:` line")
+}
+
+/// A prefix whose lib/ holds rustc's libLLVM under the names bpf-linker's
+/// build looks for.
+fn llvm_prefix(dir: &Path) -> Result<PathBuf> {
+    let sysroot = run(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+        "finding nightly's sysroot",
+        "check the nightly toolchain",
+    )?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let lib = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .find(|n| n.to_string_lossy().starts_with("libLLVM.so"))
+        .with_context(|| format!("no libLLVM.so* in {}: is this a rustup nightly?", lib_dir.display()))?;
+    let prefix = dir.join("llvm");
+    let target_lib = prefix.join("lib");
+    std::fs::create_dir_all(&target_lib).with_context(|| format!("creating {}", target_lib.display()))?;
+    for name in [OsString::from("libLLVM.so"), lib.clone()] {
+        let link = target_lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&lib), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    Ok(prefix)
+}
