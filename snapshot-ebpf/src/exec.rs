@@ -7,7 +7,7 @@ use aya_ebpf::{
 use snapshot_common::end_reason;
 
 use crate::{
-    kernel::{cfg, config},
+    kernel::cfg,
     maps::{PROCS, end_fork, end_forks_of, new_proc},
 };
 
@@ -31,7 +31,7 @@ fn on_exec() {
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let stats = match PROCS.get_ptr_mut(tgid) {
         Some(s) => s,
-        None if cfg!(match_comm) != 0 && comm == config().comm => {
+        None if cfg!(match_comm) != 0 && comm == cfg!(comm) => {
             let Some(s) = new_proc(tgid, 0) else { return };
             s
         }

@@ -24,6 +24,7 @@ mod fault;
 mod fork;
 mod kernel;
 mod maps;
+mod probe;
 
 #[cfg(not(test))]
 #[panic_handler]

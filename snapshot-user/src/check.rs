@@ -22,7 +22,6 @@ pub fn run() -> Result<ExitCode> {
         "not needed: BTF and raw tracepoints attach without it",
     ]);
     table.add_row(["kprobes", yes_no(kernel::has_kprobes()), "not used: no kprobe marks a copy better than the page allocator does"]);
-    table.add_row(["fentry/fexit", fentry_state(), "not used: wp_page_copy is inlined on many kernels"]);
     let hugepages = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
     table.add_row(["hugetlb pages reserved", hugepages.trim(), "/proc/sys/vm/nr_hugepages"]);
     table.add_row(["THP mode", &kernel::thp_mode().unwrap_or_else(|| "unknown".into()), "/sys/kernel/mm/transparent_hugepage/enabled"]);
@@ -37,7 +36,13 @@ pub fn run() -> Result<ExitCode> {
         println!("{table}");
         caps.require_tracing()?;
     }
-    let loaded = loader::load(&Selection::default())?;
+    let mut loaded = loader::load(&Selection::default())?;
+    let fentry = match loader::try_fentry(&mut loaded.ebpf) {
+        Ok(()) => "yes".to_string(),
+        // Keep the syscall's answer, drop the (empty) verifier log.
+        Err(e) => format!("no: {}", format!("{e:#}").split(". Verifier").next().unwrap_or_default()),
+    };
+    table.add_row(["fentry/fexit", &fentry, "not used: wp_page_copy is inlined on many kernels"]);
     for ((name, result), (_, module, needs)) in loaded.attached.iter().zip(PROBES) {
         let (state, detail) = match result {
             Ok(path) => (path.name().to_string(), format!("{module}: {needs}")),
@@ -55,13 +60,5 @@ pub fn run() -> Result<ExitCode> {
             eprintln!("snapshot: cannot trace here: {}", loaded.failures().join("; "));
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-/// fentry needs BPF trampolines; their absence shows as EPERM or ENOTSUPP at load.
-fn fentry_state() -> &'static str {
-    match std::fs::read_to_string("/proc/kallsyms") {
-        Ok(syms) if syms.contains(" bpf_trampoline_") || syms.contains(" arch_prepare_bpf_trampoline") => "maybe",
-        _ => "no",
     }
 }

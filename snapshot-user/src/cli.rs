@@ -88,6 +88,9 @@ pub struct WorkloadArgs {
     /// Write the measured ground truth as JSON here (default: stdout).
     #[arg(long, value_name = "PATH")]
     pub truth: Option<PathBuf>,
+    /// Skip reading /proc/self/pagemap (for benchmarks: the writes alone).
+    #[arg(long)]
+    pub no_pagemap: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

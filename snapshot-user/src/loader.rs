@@ -3,7 +3,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData},
-    programs::{BtfTracePoint, RawTracePoint},
+    programs::{BtfTracePoint, FEntry, RawTracePoint},
 };
 use snapshot_common::ProcStats;
 
@@ -120,6 +120,14 @@ fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     let prog: &mut RawTracePoint = ebpf.program_mut(&raw_name).context("missing program")?.try_into()?;
     prog.load()?;
     prog.attach(name)?;
+    Ok(())
+}
+
+/// Loads the empty fentry program: does this kernel have BPF trampolines?
+pub fn try_fentry(ebpf: &mut Ebpf) -> Result<()> {
+    let btf = Btf::from_sys_fs()?;
+    let prog: &mut FEntry = ebpf.program_mut("fentry_probe").context("missing program")?.try_into()?;
+    prog.load("do_wp_page", &btf)?;
     Ok(())
 }
 

@@ -70,6 +70,8 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs) -> Result<(Report, ExitCode
             Some(tokio::task::spawn_blocking(move || spawn::wait(pid)))
         }
     };
+    let watched = args.pid.map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+    eprintln!("snapshot: tracing {} (Ctrl-C to stop)", describe(args));
     let start = Instant::now();
     let period = Duration::from_secs_f64(args.interval.unwrap_or(3600.0).max(0.05));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -97,6 +99,7 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs) -> Result<(Report, ExitCode
                 break;
             }
             _ = &mut deadline, if args.duration.is_some() => break,
+            _ = gone(watched), if watched.is_some() => break,
         }
     }
     collector.drain(ring.get_mut());
@@ -119,6 +122,23 @@ fn print_interval(report: &Report, last_bytes: &mut u64, period: Duration) {
         human(rate as u64),
         report.processes.iter().map(|p| p.wp_reuse).sum::<u64>(),
     );
+}
+
+/// Resolves when the process no longer exists (polled: no pidfd in tokio).
+async fn gone(pid: Option<nix::unistd::Pid>) {
+    let Some(pid) = pid else { return std::future::pending().await };
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn describe(args: &TraceArgs) -> String {
+    match (&args.pid, &args.comm, args.all) {
+        (Some(pid), _, _) => format!("pid {pid} and the processes it forks"),
+        (_, Some(name), _) => format!("processes named {name:?}"),
+        (_, _, true) => "every process".to_string(),
+        _ => format!("`{}` and the processes it forks", args.command.join(" ")),
+    }
 }
 
 /// Puts the processes named by `--pid` or `--comm` into the traced set.
