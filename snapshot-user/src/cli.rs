@@ -25,12 +25,22 @@ pub enum Command {
     /// Count copy-on-write copies of a command, a process, a name or every process.
     Trace(TraceArgs),
     /// Run the fork snapshot store (Redis protocol, BGSAVE by fork()).
-    // SERVE Serve(snapshot_store::ServeArgs),
+    Serve(ServeArgs),
     /// A forking program that writes pages and prints the copies it caused,
     /// measured from /proc/self/pagemap (the ground truth tests compare with).
     Workload(WorkloadArgs),
     /// Trace the built-in forking workload and print the report (the default).
     Demo,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: snapshot_store::ServeArgs,
+    /// Attach the COW tracer to the server (needs root): INFO persistence then
+    /// shows tracer_* fields, the exact pages each BGSAVE fork copied.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 #[derive(Args, Debug)]

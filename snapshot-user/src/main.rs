@@ -8,6 +8,7 @@ mod cli;
 mod kernel;
 mod loader;
 mod report;
+mod serve;
 mod spawn;
 mod trace;
 mod workload;
@@ -29,7 +30,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(cli::Command::Demo) {
         cli::Command::Check => check::run(),
         cli::Command::Trace(args) => trace::run(args),
-        // SERVE cli::Command::Serve(args) => snapshot_store::serve(args, None).map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Workload(args) => workload::run(&args),
         cli::Command::Demo => demo(),
     }

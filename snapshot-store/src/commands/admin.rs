@@ -1,0 +1,155 @@
+//! Server and connection commands: AUTH, CONFIG, CLIENT, SHUTDOWN.
+
+use super::{Args, Conn, SYNTAX, State, lossy, subcommand_err};
+use crate::glob;
+use crate::persist;
+use crate::resp;
+
+pub(super) fn auth(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) {
+    let Some(pass) = st.requirepass.as_deref() else {
+        return resp::err(
+            out,
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        );
+    };
+    let ok = match args.len() {
+        2 => args.get(1) == pass.as_bytes(),
+        3 => args.get(1) == b"default" && args.get(2) == pass.as_bytes(),
+        _ => return resp::err(out, SYNTAX),
+    };
+    if ok {
+        conn.authed = true;
+        resp::ok(out);
+    } else {
+        resp::err(
+            out,
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        );
+    }
+}
+
+fn config_params(st: &State) -> Vec<(&'static str, String)> {
+    vec![
+        ("save", persist::format_save(&st.persist.save_points)),
+        ("appendonly", "no".into()),
+        ("dir", st.persist.dir.display().to_string()),
+        ("dbfilename", st.persist.dbfilename.clone()),
+        ("port", st.port.to_string()),
+        ("bind", st.bind.clone()),
+        ("databases", "1".into()),
+        ("requirepass", st.requirepass.clone().unwrap_or_default()),
+        ("dataset-pages", st.mode.name().into()),
+    ]
+}
+
+pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
+    if args.is(1, "get") && args.len() >= 3 {
+        let params = config_params(st);
+        let hits: Vec<_> = params
+            .iter()
+            .filter(|(name, _)| {
+                (2..args.len())
+                    .any(|i| glob::matches(&args.get(i).to_ascii_lowercase(), name.as_bytes()))
+            })
+            .collect();
+        resp::array_len(out, hits.len() * 2);
+        for (k, v) in hits {
+            resp::bulk(out, k.as_bytes());
+            resp::bulk(out, v.as_bytes());
+        }
+    } else if args.is(1, "set") && args.len() >= 4 && args.len().is_multiple_of(2) {
+        for i in (2..args.len()).step_by(2) {
+            let name = lossy(args.get(i));
+            if !args.is(i, "save") {
+                return resp::err(
+                    out,
+                    &format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"),
+                );
+            }
+            match std::str::from_utf8(args.get(i + 1))
+                .ok()
+                .and_then(|s| persist::parse_save(s).ok())
+            {
+                Some(p) => st.persist.save_points = p,
+                None => {
+                    return resp::err(
+                        out,
+                        "ERR CONFIG SET failed (possibly related to argument 'save') - Invalid save parameters",
+                    );
+                }
+            }
+        }
+        resp::ok(out);
+    } else if args.is(1, "resetstat") && args.len() == 2 {
+        st.stats.total_commands = 0;
+        st.latency = Default::default();
+        resp::ok(out);
+    } else if args.is(1, "get") || args.is(1, "set") {
+        let sub = lossy(args.get(1)).to_ascii_lowercase();
+        resp::err(
+            out,
+            &format!("ERR wrong number of arguments for 'config|{sub}' command"),
+        );
+    } else {
+        subcommand_err(args, "CONFIG", out);
+    }
+}
+
+pub(super) fn client(_st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) {
+    if args.is(1, "setname") && args.len() == 3 {
+        let name = args.get(2);
+        if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+            return resp::err(
+                out,
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            );
+        }
+        conn.name = if name.is_empty() {
+            None
+        } else {
+            Some(name.to_vec())
+        };
+        resp::ok(out);
+    } else if args.is(1, "getname") && args.len() == 2 {
+        match &conn.name {
+            Some(n) => resp::bulk(out, n),
+            None => resp::nil(out),
+        }
+    } else if args.is(1, "setname") || args.is(1, "getname") {
+        let sub = lossy(args.get(1)).to_ascii_lowercase();
+        resp::err(
+            out,
+            &format!("ERR wrong number of arguments for 'client|{sub}' command"),
+        );
+    } else {
+        subcommand_err(args, "CLIENT", out);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownSave {
+    /// Save if a save policy is configured (SHUTDOWN, SIGTERM, SIGINT).
+    Default,
+    Yes,
+    No,
+}
+
+/// Stops a running child and saves synchronously if asked to; an Err means "don't exit".
+pub fn prepare_shutdown(st: &mut State, mode: ShutdownSave) -> anyhow::Result<()> {
+    crate::log("User requested shutdown...");
+    st.persist.kill_child(&mut st.table, &st.registry);
+    let save = match mode {
+        ShutdownSave::Default => !st.persist.save_points.is_empty(),
+        ShutdownSave::Yes => true,
+        ShutdownSave::No => false,
+    };
+    if save {
+        crate::log("Saving the final snapshot before exiting.");
+        if let Err(e) = st.persist.save(&st.table) {
+            crate::log(&format!("Error trying to save the DB, can't exit: {e:#}"));
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! snapshot-store: a small Redis-compatible (RESP2) key-value store whose snapshots are taken
+//! the way Redis takes them — fork() and copy-on-write — so the cost of that can be observed.
+//!
+//! # Architecture
+//! - One thread owns the dataset and runs a single-threaded event loop ([`server`], mio/epoll,
+//!   like Redis's `ae`). No locks guard the data because no other thread touches it.
+//! - That same thread forks for BGSAVE ([`persist`]). The child therefore never needs a lock
+//!   another thread could have held at the fork instant, and runs no async runtime: it walks
+//!   its copy-on-write view of the table, writes `temp-<pid>.snap` ([`snapfile`]), fsyncs,
+//!   renames it over the snapshot, fsyncs the directory, reports its COW size (Private_Dirty)
+//!   over a pipe and `_exit`s. The parent keeps serving and reaps it with `waitpid(WNOHANG)`.
+//! - The dataset (records and hash table) lives in an mmap arena ([`arena`]) whose page size is
+//!   chosen by `--pages`, and the table ([`table`]) does not resize while a child lives, since a
+//!   resize would write every page and so copy the whole dataset.
+//! - Latency histograms ([`latency`]) are kept apart for "child alive" and "no child".
+//!
+//! Modules: [`resp`] framing/replies, [`commands`] semantics, [`info`] INFO text, [`glob`] MATCH.
+
+pub mod arena;
+pub mod commands;
+pub mod glob;
+pub mod info;
+pub mod latency;
+pub mod persist;
+pub mod resp;
+pub mod server;
+pub mod snapfile;
+pub mod table;
+
+use anyhow::{Context, Result};
+pub use arena::PagesMode;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+
+/// Options of the store server (`snapshot serve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TCP port to listen on (0 picks a free port; the log line "Ready to accept connections" names it).
+    #[arg(long, default_value_t = 6390)]
+    pub port: u16,
+    /// Address to listen on (e.g. 127.0.0.1, 0.0.0.0, ::1).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Directory holding the snapshot file and the temp files of saves in progress; must exist.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Password clients must give with AUTH before any other command (none by default).
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Save policy, as Redis's `save`: pairs "SECONDS CHANGES"; a background save starts when
+    /// at least CHANGES writes happened and SECONDS passed since the last save. "" disables.
+    #[arg(long, default_value = "3600 1 300 100 60 10000")]
+    pub save: String,
+    /// Page size backing the dataset's memory: 4k (plain pages), thp (transparent huge pages)
+    /// or hugetlb (reserved huge pages, see /proc/sys/vm/nr_hugepages). INFO memory reports the
+    /// page size really in use.
+    #[arg(long, value_enum, default_value = "4k")]
+    pub pages: PagesMode,
+    /// File name of the snapshot inside --dir; it is loaded at start if present.
+    #[arg(long, default_value = "dump.snap")]
+    pub dbfilename: String,
+}
+
+/// Extra lines for INFO persistence (the COW tracer adds its figures when attached).
+pub trait InfoSource: Send {
+    /// Appends complete lines, each `name:value\r\n`.
+    fn info_lines(&self, out: &mut String);
+}
+
+/// Redis-style log line on stderr: `<pid>:M <unix time> * <message>`.
+pub fn log(msg: &str) {
+    let t = table::now_ms();
+    eprintln!(
+        "{}:M {}.{:03} * {msg}",
+        std::process::id(),
+        t / 1000,
+        t % 1000
+    );
+}
+
+/// Loads the snapshot (if any) and serves until SHUTDOWN or SIGTERM/SIGINT.
+pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()> {
+    let save_points = persist::parse_save(&args.save).context("--save")?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("--dir {}: the directory must exist", args.dir.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!("--dir {}: not a directory", dir.display());
+    }
+    let mut table = table::Table::new(args.pages)?;
+    let dest = dir.join(&args.dbfilename);
+    let t = std::time::Instant::now();
+    if let Some(n) = snapfile::load(&dest, &mut table, table::now_ms())? {
+        log(&format!(
+            "DB loaded from {}: {n} records in {:.3} seconds",
+            dest.display(),
+            t.elapsed().as_secs_f64()
+        ));
+    }
+
+    let addr = (args.bind.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("--bind {}", args.bind))?
+        .next()
+        .with_context(|| format!("--bind {}: no address", args.bind))?;
+    let listener = mio::net::TcpListener::bind(addr)
+        .with_context(|| format!("can't listen on {addr} (--bind/--port)"))?;
+    let local = listener.local_addr().context("listener address")?;
+
+    // Signals become bytes on a pipe that the event loop watches (any thread may take them).
+    let (sig_r, sig_w) = std::os::unix::net::UnixStream::pair().context("signal pipe")?;
+    sig_r.set_nonblocking(true).context("signal pipe")?;
+    sig_w.set_nonblocking(true).context("signal pipe")?;
+    let mut sig_ids = Vec::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let w = sig_w.try_clone().context("signal pipe")?;
+        sig_ids.push(
+            signal_hook::low_level::pipe::register(sig, w).context("installing signal handler")?,
+        );
+    }
+    let signals = mio::net::UnixStream::from_std(sig_r);
+
+    let poll = mio::Poll::new().context("epoll_create")?;
+    let registry = poll.registry().try_clone().context("epoll registry")?;
+    let st = commands::State {
+        table,
+        mode: args.pages,
+        persist: persist::Persist::new(dir, args.dbfilename.clone(), save_points),
+        stats: commands::Stats::new(),
+        latency: Default::default(),
+        requirepass: args.requirepass.clone(),
+        port: local.port(),
+        bind: args.bind.clone(),
+        tracer,
+        registry,
+        shutdown: false,
+        connected_clients: 0,
+    };
+    let mut server = server::Server::new(poll, listener, signals, st)?;
+    log(&format!(
+        "Ready to accept connections tcp port {} ({local})",
+        local.port()
+    ));
+    let r = server.run();
+    for id in sig_ids {
+        signal_hook::low_level::unregister(id);
+    }
+    r
+}
