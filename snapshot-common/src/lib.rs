@@ -18,17 +18,16 @@ pub struct ProcStats {
     pub _pad: u32,
     /// Every user-mode page fault.
     pub faults: u64,
-    /// Writes to a present page of a private mapping: the COW candidates.
+    /// Writes to a present page: the COW candidates.
     pub wp_faults: u64,
-    /// Writes to a present page of a shared mapping: never a copy.
-    pub shared_wp: u64,
     /// Pages the kernel copied (a new page allocated inside the write fault).
     pub cow_copies: u64,
     /// Sum of the copied pages' sizes.
     pub cow_bytes: u64,
     /// Writes that replaced the shared zero page with a fresh zeroed page.
     pub zero_fills: u64,
-    /// Write faults whose mapping could not be looked up (mmap_lock busy).
+    /// Write faults in a process with hugetlb pages whose mapping could not be
+    /// looked up (mmap_lock busy).
     pub vma_misses: u64,
     /// Copies by page order (see [`ORDERS`]).
     pub copies_by_order: [u64; ORDERS],
@@ -45,7 +44,6 @@ impl ProcStats {
             _pad: 0,
             faults: 0,
             wp_faults: 0,
-            shared_wp: 0,
             cow_copies: 0,
             cow_bytes: 0,
             zero_fills: 0,
@@ -102,6 +100,8 @@ pub struct Config {
     pub gfp_zero: u32,
     pub task_tgid: u32,
     pub task_mm: u32,
+    /// 0 when the kernel has no hugetlb.
+    pub mm_hugetlb_usage: u32,
     pub vma_flags: u32,
     pub vma_file: u32,
     pub file_inode: u32,
@@ -109,7 +109,6 @@ pub struct Config {
     pub sb_fs_info: u32,
     pub hugetlbfs_sb_hstate: u32,
     pub hstate_order: u32,
-    pub _pad: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

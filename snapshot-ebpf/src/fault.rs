@@ -2,10 +2,14 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, generated::bpf_find_vma},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, generated::bpf_find_vma,
+    },
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
+
+use snapshot_common::ProcStats;
 
 use crate::{
     kernel::{cfg, read},
@@ -16,8 +20,10 @@ use crate::{
 const PF_PROT: u64 = 1 << 0;
 /// ... and the access was a write.
 const PF_WRITE: u64 = 1 << 1;
-/// `vm_flags` bits, unchanged since Linux 2.6.
-const VM_SHARED: u64 = 0x8;
+/// x86-64 user addresses lie below the canonical-address hole (57-bit with
+/// 5-level paging: this bound covers both).
+const USER_END: u64 = 1 << 56;
+/// `vm_flags` bit, unchanged since Linux 2.6.
 const VM_HUGETLB: u64 = 0x0040_0000;
 
 /// `(unsigned long address, struct pt_regs *regs, unsigned long error_code)`
@@ -34,6 +40,26 @@ pub fn page_fault_user_raw(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Faults the kernel takes on user memory (copy_to_user in read(), say):
+/// same arguments. Faults on kernel addresses are none of our business.
+#[btf_tracepoint(function = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: BtfTracePointContext) -> u32 {
+    let address: u64 = ctx.arg(0);
+    if address < USER_END {
+        on_fault(address, ctx.arg(2));
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel_raw(ctx: RawTracePointContext) -> i32 {
+    let address: u64 = ctx.arg(0);
+    if address < USER_END {
+        on_fault(address, ctx.arg(2));
+    }
+    0
+}
+
 #[inline(always)]
 fn on_fault(address: u64, error_code: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -43,6 +69,33 @@ fn on_fault(address: u64, error_code: u64) {
     if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
         return;
     }
+    unsafe { add(&raw mut (*stats).wp_faults, 1) };
+    if maps_hugetlb() && hugetlb_fault(tgid, stats, address) {
+        return;
+    }
+    // Replaces the thread's stale entry from a fault that reused its page.
+    if PENDING.insert(pid_tgid, address, 0).is_err() {
+        count(snapshot_common::counter::PENDING_FULL);
+    }
+}
+
+/// Does the current process map any hugetlb page (`mm->hugetlb_usage`)?
+/// Only then is the VMA looked up: `bpf_find_vma` costs a tree walk and an
+/// mmap_lock trylock on every write fault, and other copies need no VMA.
+#[inline(always)]
+fn maps_hugetlb() -> bool {
+    let offset = cfg!(mm_hugetlb_usage);
+    if offset == 0 {
+        return false; // a kernel without hugetlb
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Some(mm) = read::<*const u8>(task, cfg!(task_mm)) else { return false };
+    read::<i64>(mm, offset).is_some_and(|pages| pages > 0)
+}
+
+/// Handles a write fault in a hugetlb mapping; false for other mappings.
+#[inline(always)]
+fn hugetlb_fault(tgid: u32, stats: *mut ProcStats, address: u64) -> bool {
     let mut vma = Vma::default();
     let found = unsafe {
         bpf_find_vma(
@@ -53,28 +106,20 @@ fn on_fault(address: u64, error_code: u64) {
             0,
         )
     } == 0;
-    unsafe {
-        if !found {
-            // mmap_lock was busy: classify by the allocation alone.
-            add(&raw mut (*stats).vma_misses, 1);
-        } else if vma.flags & VM_SHARED != 0 {
-            add(&raw mut (*stats).shared_wp, 1);
-            return;
-        }
-        add(&raw mut (*stats).wp_faults, 1);
+    if !found {
+        // mmap_lock was busy: left to the allocation check, which sees no hugetlb copy.
+        unsafe { add(&raw mut (*stats).vma_misses, 1) };
+        return false;
     }
-    if found && vma.flags & VM_HUGETLB != 0 {
-        // Pool pages: no allocation to observe. The kernel copies unless it is
-        // the only mapper, i.e. unless no fork relative shares the page.
-        if live_fork(tgid, stats).is_some() {
-            record_copy(tgid, stats, vma.huge_order);
-        }
-        return;
+    if vma.flags & VM_HUGETLB == 0 {
+        return false;
     }
-    // Replaces the thread's stale entry from a fault that reused its page.
-    if PENDING.insert(pid_tgid, address, 0).is_err() {
-        count(snapshot_common::counter::PENDING_FULL);
+    // Pool pages: no allocation to observe. The kernel copies unless it is
+    // the only mapper, i.e. unless no fork relative shares the page.
+    if live_fork(tgid, stats).is_some() {
+        record_copy(tgid, stats, vma.huge_order);
     }
+    true
 }
 
 #[derive(Default)]

@@ -16,6 +16,7 @@ static CONFIG: Config = Config {
     gfp_zero: 0,
     task_tgid: 0,
     task_mm: 0,
+    mm_hugetlb_usage: 0,
     vma_flags: 0,
     vma_file: 0,
     file_inode: 0,
@@ -23,7 +24,6 @@ static CONFIG: Config = Config {
     sb_fs_info: 0,
     hugetlbfs_sb_hstate: 0,
     hstate_order: 0,
-    _pad: 0,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding

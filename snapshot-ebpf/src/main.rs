@@ -10,6 +10,10 @@
 //!   allocates the new page from the page allocator inside that fault, which
 //!   fires `mm_page_alloc` on the same thread with user-page gfp flags. So a
 //!   copy is a pending write fault followed by such an allocation.
+//! - The pending mark ends at the thread's next fault or syscall, so a page a
+//!   later syscall allocates is not taken for a copy. Kernel-mode faults on
+//!   user addresses (`page_fault_kernel`: copy_to_user into a shared buffer)
+//!   copy too, and are watched like user ones.
 //! - hugetlb pages come from a pool, not the page allocator: a write fault in a
 //!   `VM_HUGETLB` mapping copies while a fork relative still shares it.
 #![no_std]
@@ -25,6 +29,7 @@ mod fork;
 mod kernel;
 mod maps;
 mod probe;
+mod syscall;
 
 #[cfg(not(test))]
 #[panic_handler]

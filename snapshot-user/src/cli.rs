@@ -98,6 +98,14 @@ pub struct WorkloadArgs {
     /// Write the measured ground truth as JSON here (default: stdout).
     #[arg(long, value_name = "PATH")]
     pub truth: Option<PathBuf>,
+    /// How each page is written: by a CPU store, or by the kernel (read(2)
+    /// of one byte from /dev/zero into the page: a kernel-mode fault).
+    #[arg(long, value_enum, default_value_t = Writer::Store)]
+    pub writer: Writer,
+    /// After each page write, also write() 4 KiB to a file in DIR: syscalls
+    /// that allocate page-cache pages between write faults (use /dev/shm for tmpfs).
+    #[arg(long, value_name = "DIR")]
+    pub file_writes: Option<PathBuf>,
     /// Skip reading /proc/self/pagemap (for benchmarks: the writes alone).
     #[arg(long)]
     pub no_pagemap: bool,
@@ -120,6 +128,13 @@ pub enum Memory {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+pub enum Writer {
+    Store,
+    Read,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// The child waits while the parent writes: every write copies.
     ParentWrites,
@@ -127,4 +142,26 @@ pub enum Scenario {
     ChildExitsFirst,
     /// The child writes while the parent waits: copies in the child.
     ChildWrites,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert!(parse_bytes("lots").unwrap_err().contains("expected a size"));
+    }
+
+    #[test]
+    fn trace_needs_a_target() {
+        assert!(Cli::try_parse_from(["snapshot", "trace"]).is_err());
+        assert!(Cli::try_parse_from(["snapshot", "trace", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["snapshot", "trace", "--", "true"]).is_ok());
+        assert!(Cli::try_parse_from(["snapshot", "trace", "--pid", "1", "--all"]).is_err());
+    }
 }

@@ -14,11 +14,13 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// tracepoint (tp_btf, Linux 5.5+) or, failing that, a raw tracepoint (4.17+);
 /// neither needs tracefs.
 pub const PROBES: &[(&str, &str, &str)] = &[
-    ("page_fault_user", "fault.rs", "x86 exceptions tracepoint; bpf_find_vma (5.17+)"),
+    ("page_fault_user", "fault.rs", "x86 exceptions tracepoint; bpf_find_vma (5.17+) for hugetlb"),
+    ("page_fault_kernel", "fault.rs", "x86 exceptions tracepoint (kernel-mode faults on user memory)"),
     ("mm_page_alloc", "alloc.rs", "kmem tracepoint"),
     ("sched_process_fork", "fork.rs", "sched tracepoint"),
     ("sched_process_exec", "exec.rs", "sched tracepoint"),
     ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
+    ("sys_enter", "syscall.rs", "raw_syscalls tracepoint: ends a pending write fault"),
 ];
 
 /// Reads the running kernel's BTF and fills in the offsets the programs need.
@@ -34,6 +36,7 @@ pub fn config() -> Result<Config> {
         gfp_zero: enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8),
         task_tgid: off("task_struct", "tgid")?,
         task_mm: off("task_struct", "mm")?,
+        mm_hugetlb_usage: field_offset(&btf, "mm_struct", "hugetlb_usage").unwrap_or(0),
         vma_flags: off("vm_area_struct", "vm_flags")?,
         vma_file: off("vm_area_struct", "vm_file")?,
         file_inode: off("file", "f_inode")?,
@@ -163,4 +166,50 @@ pub fn tracefs_mounted() -> bool {
 /// kprobes register a perf event source when the kernel has them.
 pub fn has_kprobes() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn btf() -> Btf {
+        Btf::from_file(VMLINUX_BTF).expect("this machine has kernel BTF")
+    }
+
+    #[test]
+    fn offsets_come_from_the_running_kernel() {
+        let btf = btf();
+        let pid = field_offset(&btf, "task_struct", "pid").unwrap();
+        let tgid = field_offset(&btf, "task_struct", "tgid").unwrap();
+        // pid_t pid; pid_t tgid; sit side by side in every kernel.
+        assert_eq!(tgid, pid + 4);
+        assert!(field_offset(&btf, "task_struct", "no_such_field").is_err());
+    }
+
+    #[test]
+    fn fields_inside_anonymous_unions_are_found() {
+        // vm_flags sits in an anonymous union on recent kernels.
+        let offset = field_offset(&btf(), "vm_area_struct", "vm_flags").unwrap();
+        assert!(offset > 0 && offset < 256, "{offset}");
+    }
+
+    #[test]
+    fn tracepoint_arity_and_gfp_bits() {
+        let btf = btf();
+        assert!(matches!(tracepoint_args(&btf, "sched_process_exit").unwrap(), 1 | 2));
+        assert_eq!(tracepoint_args(&btf, "sched_process_fork").unwrap(), 2);
+        assert!(tracepoint_args(&btf, "no_such_tracepoint").is_err());
+        // These bits have not moved since Linux 2.6; BTF must agree.
+        assert_eq!(enum_value(&btf, "___GFP_HIGHMEM_BIT").unwrap_or(1), 1);
+        assert_eq!(enum_value(&btf, "___GFP_MOVABLE_BIT").unwrap_or(3), 3);
+        assert_eq!(enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8), 8);
+    }
+
+    #[test]
+    fn capabilities_name_what_is_missing() {
+        let none = Caps { sys_admin: false, bpf: false, perfmon: true };
+        let err = none.require_tracing().unwrap_err().to_string();
+        assert!(err.contains("CAP_BPF") && !err.contains("CAP_PERFMON"), "{err}");
+        assert!(Caps { sys_admin: true, bpf: false, perfmon: false }.can_trace());
+    }
 }

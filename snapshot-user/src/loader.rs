@@ -147,3 +147,16 @@ pub fn comm_string(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_truncated_like_the_kernel_does() {
+        let comm = comm_bytes("a-very-long-process-name").unwrap();
+        assert_eq!(comm_string(&comm), "a-very-long-pro");
+        assert_eq!(comm[15], 0);
+        assert!(comm_bytes("").is_err());
+    }
+}

@@ -19,14 +19,13 @@ pub struct Process {
     pub cow_bytes: u64,
     /// Write-protect faults that copied nothing (the page was no longer shared).
     pub wp_reuse: u64,
-    /// Write faults on present pages of private mappings (copies + reuses + zero fills).
+    /// Write faults on present pages (copies + reuses + zero fills).
     pub wp_faults: u64,
-    /// Write faults on present pages of shared mappings (never copied).
-    pub shared_wp: u64,
     /// First writes to the shared zero page (a fresh zeroed page, not a copy).
     pub zero_fills: u64,
     pub faults: u64,
-    /// Write faults whose mapping could not be looked up (mmap_lock busy).
+    /// Write faults in a process with hugetlb pages whose mapping could not
+    /// be looked up (mmap_lock busy): a hugetlb copy among them is missed.
     pub vma_misses: u64,
     /// Copies by page size in bytes.
     pub copies_by_size: BTreeMap<u64, u64>,
@@ -154,7 +153,6 @@ fn process(s: &ProcStats, exited: bool) -> Process {
         cow_bytes: s.cow_bytes,
         wp_reuse: s.wp_faults.saturating_sub(s.cow_copies + s.zero_fills),
         wp_faults: s.wp_faults,
-        shared_wp: s.shared_wp,
         zero_fills: s.zero_fills,
         faults: s.faults,
         vma_misses: s.vma_misses,
@@ -261,5 +259,33 @@ pub fn print(report: &Report) {
             "warning: tables full, counts incomplete: procs {} forks {} pending {} ring {}",
             h.procs_table_full, h.forks_table_full, h.pending_table_full, h.ring_full
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(4096), "4.0 KiB");
+        assert_eq!(human(2 << 20), "2.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn reuses_exclude_copies_and_zero_fills() {
+        let mut s = ProcStats::new(7, 1, *b"proc\0\0\0\0\0\0\0\0\0\0\0\0");
+        s.wp_faults = 100;
+        s.cow_copies = 60;
+        s.zero_fills = 10;
+        s.copies_by_order[0] = 58;
+        s.copies_by_order[9] = 2;
+        let p = process(&s, true);
+        assert_eq!(p.wp_reuse, 30);
+        assert_eq!(p.comm, "proc");
+        assert_eq!(p.copies_by_size.get(&4096), Some(&58));
+        assert_eq!(p.copies_by_size.get(&(2 << 20)), Some(&2));
     }
 }

@@ -20,7 +20,7 @@ use nix::{
 };
 use serde::Serialize;
 
-use crate::cli::{Memory, Scenario, WorkloadArgs};
+use crate::cli::{Memory, Scenario, WorkloadArgs, Writer};
 
 const HUGE: usize = 2 << 20;
 
@@ -49,7 +49,15 @@ pub struct ForkTruth {
 pub fn run(args: &WorkloadArgs) -> Result<ExitCode> {
     let region = Region::map(args.memory, args.pages)?;
     let thp_bytes = region.thp_bytes();
-    let region = Region { measure: !args.no_pagemap, ..region };
+    let sink = match &args.file_writes {
+        Some(dir) => Some(tempfile_in(dir)?),
+        None => None,
+    };
+    let zero = match args.writer {
+        Writer::Read => Some(File::open("/dev/zero").context("opening /dev/zero")?),
+        Writer::Store => None,
+    };
+    let region = Region { measure: !args.no_pagemap, sink, zero, ..region };
     let forks = (0..args.forks).map(|_| one_fork(&region, args.scenario)).collect::<Result<_>>()?;
     let truth = Truth {
         pid: std::process::id(),
@@ -77,6 +85,10 @@ struct Region {
     measure: bool,
     /// Keeps a file mapping's file open.
     _file: Option<File>,
+    /// Gets 4 KiB written after each page write (`--file-writes`).
+    sink: Option<File>,
+    /// With `--writer read`, the kernel writes the pages from /dev/zero.
+    zero: Option<File>,
 }
 
 impl Region {
@@ -101,7 +113,7 @@ impl Region {
                 }
             }
         };
-        let region = Region { base: base.cast(), page, pages, measure: true, _file: file };
+        let region = Region { base: base.cast(), page, pages, measure: true, _file: file, sink: None, zero: None };
         region.populate(memory);
         Ok(region)
     }
@@ -122,11 +134,22 @@ impl Region {
         }
     }
 
-    fn write_all(&self, value: u8) {
+    fn write_all(&self, value: u8) -> Result<()> {
+        let block = [value; 4096];
         for i in 0..self.pages {
             // SAFETY: inside the mapping.
-            unsafe { std::ptr::write_volatile(self.base.as_ptr().add(i * self.page), value) };
+            let page = unsafe { self.base.as_ptr().add(i * self.page) };
+            match self.zero.as_ref() {
+                // SAFETY: one byte inside the mapping.
+                Some(mut zero) => std::io::Read::read_exact(&mut zero, unsafe { std::slice::from_raw_parts_mut(page, 1) })
+                    .context("reading /dev/zero")?,
+                None => unsafe { std::ptr::write_volatile(page, value) },
+            }
+            if let Some(mut sink) = self.sink.as_ref() {
+                sink.write_all(&block).context("--file-writes")?;
+            }
         }
+        Ok(())
     }
 
     /// Frame number of each written page, from /proc/self/pagemap (root only).
@@ -149,11 +172,11 @@ impl Region {
     /// Writes every page and counts those whose frame changed (0 when not measuring).
     fn write_and_count(&self, value: u8) -> Result<usize> {
         if !self.measure {
-            self.write_all(value);
+            self.write_all(value)?;
             return Ok(0);
         }
         let before = self.frames()?;
-        self.write_all(value);
+        self.write_all(value)?;
         let after = self.frames()?;
         Ok(before.iter().zip(&after).filter(|(b, a)| b != a).count())
     }
@@ -184,7 +207,7 @@ unsafe fn thp_region(len: usize) -> Result<NonNull<std::ffi::c_void>> {
 }
 
 fn filled_file(len: usize) -> Result<File> {
-    let mut file = tempfile_in_tmp()?;
+    let mut file = tempfile_in(&std::env::temp_dir())?;
     let chunk = vec![7u8; 1 << 20];
     let mut left = len;
     while left > 0 {
@@ -196,14 +219,13 @@ fn filled_file(len: usize) -> Result<File> {
     Ok(file)
 }
 
-/// An unnamed file in $TMPDIR (O_TMPFILE: gone when closed).
-fn tempfile_in_tmp() -> Result<File> {
-    let dir = std::env::temp_dir();
+/// An unnamed file in `dir` (O_TMPFILE: gone when closed).
+fn tempfile_in(dir: &std::path::Path) -> Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
-        .open(&dir)
+        .open(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))
 }
 

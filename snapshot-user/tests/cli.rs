@@ -171,3 +171,31 @@ fn pid_traces_a_running_process_until_it_exits() {
     let copies = report["forks"][0]["parent_copies"].as_u64().unwrap();
     assert!((1500..1500 + 64).contains(&copies), "{report:#}");
 }
+
+#[test]
+fn many_short_lived_processes_do_not_fill_the_maps() {
+    if !privileged("many_short_lived_processes_do_not_fill_the_maps") {
+        return;
+    }
+    // More processes than the kernel's process table holds (32768): each
+    // exit must free its entry, or the later ones would be lost.
+    const CHILDREN: usize = 40_000;
+    let dir = temp_dir();
+    let report = path(&dir, "r.json");
+    let script = format!("i=0; while [ $i -lt {CHILDREN} ]; do ( : ); i=$((i+1)); done");
+    let out = snapshot(&["trace", "--interval", "2", "--json", report.to_str().unwrap(), "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&report);
+    let procs = report["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), CHILDREN + 1, "every process reported once");
+    assert!(procs.iter().all(|p| p["exited"] == true));
+    assert_eq!(report["forks"].as_array().unwrap().len(), CHILDREN);
+    for (key, value) in report["health"].as_object().unwrap() {
+        if key != "unattributed_copies" {
+            assert_eq!(value, 0, "health.{key}: {:#}", report["health"]);
+        }
+    }
+    // --interval printed progress lines on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().any(|l| l.contains("copies") && l.contains("live procs")), "{err}");
+}

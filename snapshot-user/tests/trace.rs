@@ -198,3 +198,27 @@ fn copies_in_the_child_are_the_childs() {
         assert!(child_truth == 4000 && close(child_traced, child_truth), "child: traced {child_traced}, truth {child_truth}");
     }
 }
+
+#[test]
+fn copies_the_kernel_makes_for_read_are_counted() {
+    if !privileged("copies_the_kernel_makes_for_read_are_counted") {
+        return;
+    }
+    // read(2) writes each shared page from kernel mode (copy_to_user).
+    let run = trace_workload(&["--memory", "private", "--pages", "4000", "--writer", "read"]);
+    check_parent_writes(&run);
+}
+
+#[test]
+fn page_cache_allocations_after_reused_faults_are_not_copies() {
+    if !privileged("page_cache_allocations_after_reused_faults_are_not_copies") {
+        return;
+    }
+    // Each reused write fault is followed by a write() that allocates a
+    // page-cache page on tmpfs: that page is not the fault's copy.
+    let run = trace_workload(&["--scenario", "child-exits-first", "--pages", "4000", "--file-writes", "/dev/shm"]);
+    let parent = run.process(run.truth["pid"].as_u64().unwrap());
+    assert_eq!(run.truth["forks"][0]["parent_copied"], 0);
+    assert!(parent["cow_copies"].as_u64().unwrap() < SLACK, "{parent:#}");
+    assert!(parent["wp_reuse"].as_u64().unwrap() >= 4000, "{parent:#}");
+}

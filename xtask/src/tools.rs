@@ -145,3 +145,15 @@ fn llvm_prefix(dir: &Path) -> Result<PathBuf> {
     }
     Ok(prefix)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llvm_major_from_rustc_version() {
+        let v = "rustc 1.97.0-nightly\nhost: x86_64-unknown-linux-gnu\nLLVM version: 22.1.4\n";
+        assert_eq!(llvm_major(v).unwrap(), 22);
+        assert!(llvm_major("rustc 1.0").is_err());
+    }
+}
