@@ -281,44 +281,27 @@ pub struct PageReport {
 }
 
 pub fn page_report(ranges: &[(usize, usize)]) -> Result<PageReport> {
-    let text = std::fs::read_to_string("/proc/self/smaps").context("reading /proc/self/smaps")?;
+    let maps = procfs::process::Process::myself()
+        .and_then(|p| p.smaps())
+        .context("reading /proc/self/smaps")?;
     let mut r = PageReport {
         page_size: 4096,
         observed: "4k",
         ..Default::default()
     };
-    let mut in_arena = false;
-    for line in text.lines() {
-        let first = line.split_ascii_whitespace().next().unwrap_or("");
-        if let Some((s, e)) = first.split_once('-')
-            && let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16))
-        {
-            in_arena = ranges.iter().any(|&(a, b)| a < e && s < b);
-            continue;
+    let in_arena = |m: &procfs::process::MemoryMap| {
+        let (s, e) = (m.address.0 as usize, m.address.1 as usize);
+        ranges.iter().any(|&(a, b)| a < e && s < b)
+    };
+    for m in maps.iter().filter(|m| in_arena(m)) {
+        let get = |key: &str| m.extension.map.get(key).copied().unwrap_or(0);
+        if get("KernelPageSize") > 4096 {
+            r.page_size = r.page_size.max(get("KernelPageSize"));
+            r.observed = "hugetlb";
         }
-        if !in_arena {
-            continue;
-        }
-        let kb = |l: &str| -> u64 {
-            l.split_ascii_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        if line.starts_with("KernelPageSize:") {
-            let ps = kb(line);
-            if ps > 4096 {
-                r.page_size = r.page_size.max(ps);
-                r.observed = "hugetlb";
-            }
-        } else if line.starts_with("AnonHugePages:") {
-            r.anon_huge_bytes += kb(line);
-        } else if line.starts_with("Private_Hugetlb:") || line.starts_with("Shared_Hugetlb:") {
-            r.hugetlb_bytes += kb(line);
-        } else if line.starts_with("Rss:") {
-            r.rss_bytes += kb(line);
-        }
+        r.anon_huge_bytes += get("AnonHugePages");
+        r.hugetlb_bytes += get("Private_Hugetlb") + get("Shared_Hugetlb");
+        r.rss_bytes += get("Rss");
     }
     if r.observed != "hugetlb" && r.anon_huge_bytes > 0 {
         r.observed = "thp";

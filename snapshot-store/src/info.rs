@@ -29,14 +29,8 @@ fn human(bytes: u64) -> String {
 
 /// Resident set size of this process, from /proc/self/statm.
 fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_ascii_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64
+    let statm = procfs::process::Process::myself().and_then(|p| p.statm());
+    statm.map(|m| m.resident * procfs::page_size()).unwrap_or(0)
 }
 
 pub fn render(st: &State, asked: &[String]) -> String {

@@ -336,14 +336,15 @@ impl Persist {
 /// Private_Hugetlb (hugetlbfs pages the child holds alone are counted there, not in Private_Dirty).
 /// smaps_rollup holds the same sums as adding up every mapping in smaps, far cheaper to read.
 pub fn private_dirty() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup")
-        .or_else(|_| std::fs::read_to_string("/proc/self/smaps"))
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("Private_Dirty:") || l.starts_with("Private_Hugetlb:"))
-        .filter_map(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum::<u64>()
-        * 1024
+    let Ok(rollup) = procfs::process::Process::myself().and_then(|p| p.smaps_rollup()) else {
+        return 0;
+    };
+    rollup
+        .memory_map_rollup
+        .iter()
+        .flat_map(|m| [m.extension.map.get("Private_Dirty"), m.extension.map.get("Private_Hugetlb")])
+        .flatten()
+        .sum()
 }
 
 fn send(fd: RawFd, kind: u64, cow: u64, keys: u64) {

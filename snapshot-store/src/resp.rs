@@ -1,8 +1,10 @@
 //! RESP2 request framing and reply encoding.
 //!
-//! Hand-rolled rather than taken from a crate because the hot path wants zero copies: a parsed
-//! command is a list of byte ranges into the client's input buffer, and replies are appended to
-//! the client's one output buffer. Both are tiny and fully covered by the integration tests.
+//! Hand-rolled rather than taken from a crate (redis-protocol was considered) for two reasons:
+//! clients must get Redis's exact protocol error texts ("Protocol error: invalid multibulk
+//! length", ...) and inline commands, which RESP crates don't give; and the hot path wants zero
+//! copies: a parsed command is a list of byte ranges into the client's input buffer, and replies
+//! are appended to the client's one output buffer. Both are covered by the integration tests.
 
 /// Redis's limits: 1M arguments, 512 MB per bulk string, 64 KiB per inline command.
 const MAX_MULTIBULK: i64 = 1024 * 1024;
