@@ -12,6 +12,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::step;
 
+/// The bpf-linker release verified with aya 0.14 and LLVM 22 here.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
 /// What the build needs on PATH.
 pub struct Tools {
     pub path: OsString,
@@ -77,7 +80,7 @@ fn ensure_rust_src() -> Result<()> {
 }
 
 /// Builds bpf-linker against the nightly's libLLVM unless the one in `dir`
-/// was built for this very nightly (a stamp file holds `rustc -vV`).
+/// was built for this very nightly (a stamp file holds its version and `rustc -vV`).
 fn ensure_bpf_linker(dir: &Path) -> Result<()> {
     let version = run(
         Command::new("rustc").args(["+nightly", "-vV"]),
@@ -85,27 +88,29 @@ fn ensure_bpf_linker(dir: &Path) -> Result<()> {
         "check the nightly toolchain",
     )?;
     let stamp = dir.join("bpf-linker.stamp");
+    let stamped = format!("bpf-linker {BPF_LINKER_VERSION}\n{version}");
     let linker = dir.join("bin").join("bpf-linker");
-    if linker.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == version) {
+    if linker.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamped) {
         return Ok(());
     }
     let llvm = llvm_major(&version)?;
     let prefix = llvm_prefix(dir)?;
     step(&format!(
-        "[tools] building bpf-linker against nightly's libLLVM {llvm} into {} (a few minutes, once)",
+        "[tools] building bpf-linker {BPF_LINKER_VERSION} against nightly's libLLVM {llvm} into {} (a few minutes, once)",
         dir.display()
     ));
     run(
         Command::new("cargo")
             .env("LLVM_PREFIX", &prefix)
-            .args(["install", "bpf-linker", "--force", "--no-default-features", "--features"])
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--force", "--no-default-features", "--features"])
             .arg(format!("llvm-{llvm}"))
             .arg("--root")
             .arg(dir),
         "building bpf-linker",
         "see ../shared/notes/ebpf-build.md; crates.io must be reachable",
     )?;
-    std::fs::write(&stamp, version).with_context(|| format!("writing {}", stamp.display()))?;
+    std::fs::write(&stamp, stamped).with_context(|| format!("writing {}", stamp.display()))?;
     step("[tools] bpf-linker ready");
     Ok(())
 }
