@@ -117,7 +117,7 @@ pub mod counter {
     pub const PROCS_FULL: u32 = 0;
     /// A fork could not be recorded: `FORKS` was full.
     pub const FORKS_FULL: u32 = 1;
-    /// A write fault could not be remembered: `PENDING` was full.
+    /// A write fault could not be remembered: no memory for `PENDING` task storage.
     pub const PENDING_FULL: u32 = 2;
     /// A final record of an exited process or ended fork found the ring buffer full.
     pub const RING_FULL: u32 = 3;

@@ -26,8 +26,8 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_alloc(page: u64, order: u64, gfp: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if unsafe { PENDING.get(pid_tgid) }.is_none() || page == 0 {
+    let Some(pending) = PENDING.current(false) else { return };
+    if unsafe { *pending } == 0 || page == 0 {
         return;
     }
     // A user page is highmem + movable (GFP_HIGHUSER_MOVABLE); slab pages and
@@ -36,8 +36,8 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     if gfp & user != user {
         return;
     }
-    let _ = PENDING.remove(pid_tgid);
-    let tgid = (pid_tgid >> 32) as u32;
+    unsafe { *pending = 0 };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
     if gfp & (1u64 << cfg!(gfp_zero)) != 0 {
         // The write replaced the shared zero page: a fill, not a copy.

@@ -8,7 +8,7 @@ use snapshot_common::end_reason;
 
 use crate::{
     kernel::cfg,
-    maps::{FORKS, PENDING, PROCS, end_fork, end_forks_of, send_proc},
+    maps::{FORKS, PROCS, end_fork, end_forks_of, send_proc},
 };
 
 /// `(struct task_struct *p, bool group_dead)`; before Linux 6.16 only `p`.
@@ -29,8 +29,8 @@ pub fn sched_process_exit_raw(ctx: RawTracePointContext) -> i32 {
 /// `group_dead`: 0 or 1 from the kernel, 2 when the kernel does not say.
 #[inline(always)]
 fn on_exit(group_dead: u64) {
+    // The task's PENDING storage goes with the task.
     let pid_tgid = bpf_get_current_pid_tgid();
-    let _ = PENDING.remove(pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
     // Without the argument, the leader's exit stands for the process's.

@@ -73,9 +73,10 @@ fn on_fault(address: u64, error_code: u64) {
     if maps_hugetlb() && hugetlb_fault(tgid, stats, address) {
         return;
     }
-    // Replaces the thread's stale entry from a fault that reused its page.
-    if PENDING.insert(pid_tgid, address, 0).is_err() {
-        count(snapshot_common::counter::PENDING_FULL);
+    // Replaces the mark of an earlier fault that reused its page.
+    match PENDING.current(true) {
+        Some(pending) => unsafe { *pending = address },
+        None => count(snapshot_common::counter::PENDING_FULL),
     }
 }
 

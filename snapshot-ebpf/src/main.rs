@@ -30,6 +30,7 @@ mod kernel;
 mod maps;
 mod probe;
 mod syscall;
+mod task_storage;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,12 +4,12 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
-    macros::map,
+    macros::{btf_map, map},
     maps::{Array, HashMap, RingBuf},
 };
 use snapshot_common::{Event, ForkRecord, ORDERS, ProcStats, counter, event_kind};
 
-use crate::kernel::cfg;
+use crate::{kernel::cfg, task_storage::TaskStorage};
 
 /// Traced processes by tgid. An entry is removed when its process exits
 /// (after its final record goes to `EVENTS`), so the map stays bounded.
@@ -20,10 +20,12 @@ pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(32768, 0);
 #[map]
 pub static FORKS: HashMap<u32, ForkRecord> = HashMap::with_max_entries(32768, 0);
 
-/// Write faults waiting for their copy, by pid_tgid: the fault address.
-/// At most one per thread; removed by the copy or the thread's exit.
-#[map]
-pub static PENDING: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+/// Per thread: the address of its write fault still waiting for a copy, or 0.
+/// Task storage, not a hash: `mm_page_alloc` and `sys_enter` check it on
+/// every allocation and syscall of the machine, and for a task that never
+/// faulted under tracing that check is one pointer test.
+#[btf_map]
+pub static PENDING: TaskStorage<u64> = TaskStorage::new();
 
 /// Health counters, indexed by `snapshot_common::counter`.
 #[map]

@@ -1,10 +1,9 @@
 //! `raw_syscalls:sys_enter`: a thread entering a syscall has finished its
 //! last page fault. A write fault still pending then copied nothing (the page
 //! was reused), and must not claim a page this syscall allocates (page cache
-//! for a write(), say). Fires machine-wide: the common path is one failed
-//! hash lookup.
+//! for a write(), say). Fires machine-wide: for a task that never faulted
+//! under tracing, one pointer test.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -26,8 +25,7 @@ pub fn sys_enter_raw(_ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_syscall() {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if unsafe { PENDING.get(pid_tgid) }.is_some() {
-        let _ = PENDING.remove(pid_tgid);
+    if let Some(pending) = PENDING.current(false) {
+        unsafe { *pending = 0 };
     }
 }

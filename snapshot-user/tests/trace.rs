@@ -16,12 +16,17 @@ struct Run {
 }
 
 fn trace_workload(args: &[&str]) -> Run {
+    trace_workload_with(&[], args)
+}
+
+/// `snapshot trace` with extra environment variables.
+fn trace_workload_with(env: &[(&str, &str)], args: &[&str]) -> Run {
     let dir = temp_dir();
     let (report, truth) = (path(&dir, "report.json"), path(&dir, "truth.json"));
     let mut cmd = vec!["trace", "--json", report.to_str().unwrap(), "--", SNAPSHOT, "workload"];
     cmd.extend_from_slice(args);
     cmd.extend_from_slice(&["--truth", truth.to_str().unwrap()]);
-    let out = snapshot(&cmd);
+    let out = std::process::Command::new(SNAPSHOT).args(&cmd).envs(env.iter().copied()).output().unwrap();
     assert!(out.status.success(), "snapshot {cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     Run { report: json(&report), truth: json(&truth) }
 }
@@ -221,4 +226,16 @@ fn page_cache_allocations_after_reused_faults_are_not_copies() {
     assert_eq!(run.truth["forks"][0]["parent_copied"], 0);
     assert!(parent["cow_copies"].as_u64().unwrap() < SLACK, "{parent:#}");
     assert!(parent["wp_reuse"].as_u64().unwrap() >= 4000, "{parent:#}");
+}
+
+#[test]
+fn raw_tracepoint_fallback_counts_the_same() {
+    if !privileged("raw_tracepoint_fallback_counts_the_same") {
+        return;
+    }
+    // The path for kernels without BTF tracepoints, forced here.
+    let run = trace_workload_with(&[("SNAPSHOT_ATTACH", "raw")], &["--memory", "private", "--pages", "4000"]);
+    assert_eq!(run.report["tracing_path"], "raw tracepoints");
+    check_parent_writes(&run);
+    check_bytes(&run);
 }
