@@ -98,6 +98,8 @@ pub struct Config {
     pub gfp_highmem: u32,
     pub gfp_movable: u32,
     pub gfp_zero: u32,
+    pub gfp_write: u32,
+    pub gfp_noretry: u32,
     pub task_tgid: u32,
     pub task_mm: u32,
     /// 0 when the kernel has no hugetlb.

@@ -31,9 +31,12 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
         return;
     }
     // A user page is highmem + movable (GFP_HIGHUSER_MOVABLE); slab pages and
-    // page tables the fault may also allocate are neither.
+    // page tables the fault may also allocate are neither. Page-cache pages
+    // for write() (__GFP_WRITE) and readahead (__GFP_NORETRY), which a
+    // syscall may allocate after a kernel-mode fault, are never the copy.
     let user = (1u64 << cfg!(gfp_highmem)) | (1u64 << cfg!(gfp_movable));
-    if gfp & user != user {
+    let page_cache = (1u64 << cfg!(gfp_write)) | (1u64 << cfg!(gfp_noretry));
+    if gfp & user != user || gfp & page_cache != 0 {
         return;
     }
     unsafe { *pending = 0 };

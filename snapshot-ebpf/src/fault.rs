@@ -67,6 +67,11 @@ fn on_fault(address: u64, error_code: u64) {
     let Some(stats) = proc_stats(tgid) else { return };
     unsafe { add(&raw mut (*stats).faults, 1) };
     if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
+        // Any fault ends the mark of the one before: the page a swap-in or
+        // a file read allocates now is not that fault's copy.
+        if let Some(pending) = PENDING.current(false) {
+            unsafe { *pending = 0 };
+        }
         return;
     }
     unsafe { add(&raw mut (*stats).wp_faults, 1) };

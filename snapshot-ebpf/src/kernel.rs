@@ -14,6 +14,8 @@ static CONFIG: Config = Config {
     gfp_highmem: 0,
     gfp_movable: 0,
     gfp_zero: 0,
+    gfp_write: 0,
+    gfp_noretry: 0,
     task_tgid: 0,
     task_mm: 0,
     mm_hugetlb_usage: 0,

@@ -34,6 +34,8 @@ pub fn config() -> Result<Config> {
         gfp_highmem: enum_value(&btf, "___GFP_HIGHMEM_BIT").unwrap_or(1),
         gfp_movable: enum_value(&btf, "___GFP_MOVABLE_BIT").unwrap_or(3),
         gfp_zero: enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8),
+        gfp_write: enum_value(&btf, "___GFP_WRITE_BIT").unwrap_or(12),
+        gfp_noretry: enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16),
         task_tgid: off("task_struct", "tgid")?,
         task_mm: off("task_struct", "mm")?,
         mm_hugetlb_usage: field_offset(&btf, "mm_struct", "hugetlb_usage").unwrap_or(0),
@@ -199,10 +201,13 @@ mod tests {
         assert!(matches!(tracepoint_args(&btf, "sched_process_exit").unwrap(), 1 | 2));
         assert_eq!(tracepoint_args(&btf, "sched_process_fork").unwrap(), 2);
         assert!(tracepoint_args(&btf, "no_such_tracepoint").is_err());
-        // These bits have not moved since Linux 2.6; BTF must agree.
+        // Fallbacks for kernels whose BTF lacks the enum (before 6.8's
+        // gfp_types.h); these bits have not moved since; BTF must agree.
         assert_eq!(enum_value(&btf, "___GFP_HIGHMEM_BIT").unwrap_or(1), 1);
         assert_eq!(enum_value(&btf, "___GFP_MOVABLE_BIT").unwrap_or(3), 3);
         assert_eq!(enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8), 8);
+        assert_eq!(enum_value(&btf, "___GFP_WRITE_BIT").unwrap_or(12), 12);
+        assert_eq!(enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16), 16);
     }
 
     #[test]
