@@ -154,6 +154,21 @@ impl<R: Read> Src<R> {
         self.off += out.len() as u64;
         Ok(())
     }
+    /// A length-prefixed field of record `n`, checked against the file's size
+    /// before anything is allocated for it.
+    fn bytes(&mut self, out: &mut Vec<u8>, what: &str, n: u64) -> Result<()> {
+        let at = self.off;
+        let len = self.u32(&format!("{what} length"))? as u64;
+        if self.off + len > self.size {
+            return Err(self.fail(
+                at,
+                format!("truncated file: {what} length {len} of record {n} runs past the end"),
+            ));
+        }
+        out.resize(len as usize, 0);
+        self.take(out, what)
+    }
+
     fn u32(&mut self, what: &str) -> Result<u32> {
         let mut b = [0u8; 4];
         self.take(&mut b, what)?;
@@ -210,26 +225,8 @@ pub fn load(path: &Path, table: &mut Table, now: i64) -> Result<Option<u64>> {
             t => return Err(s.fail(at, format!("unknown record tag 0x{t:02x} (record {n})"))),
         }
         let exp = s.u64("expiry")? as i64;
-        let at = s.off;
-        let kl = s.u32("key length")? as u64;
-        if s.off + kl > s.size {
-            return Err(s.fail(
-                at,
-                format!("truncated file: key length {kl} of record {n} runs past the end"),
-            ));
-        }
-        key.resize(kl as usize, 0);
-        s.take(&mut key, "key")?;
-        let at = s.off;
-        let vl = s.u32("value length")? as u64;
-        if s.off + vl > s.size {
-            return Err(s.fail(
-                at,
-                format!("truncated file: value length {vl} of record {n} runs past the end"),
-            ));
-        }
-        val.resize(vl as usize, 0);
-        s.take(&mut val, "value")?;
+        s.bytes(&mut key, "key", n)?;
+        s.bytes(&mut val, "value", n)?;
         n += 1;
         if exp != 0 && exp <= now {
             continue;
