@@ -36,12 +36,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Traces the built-in forking workload: 100 MiB written after each of two forks.
+/// Traces the built-in forking workload (100 MiB written after each of two
+/// forks), then prints the workload's own pagemap count beside the tracer's.
 fn demo() -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()?.display().to_string();
-    let command = [&exe, "workload", "--pages", "25600", "--forks", "2"].map(String::from).to_vec();
+    let truth = std::env::temp_dir().join(format!("snapshot-demo-{}.json", std::process::id()));
+    let truth_arg = truth.display().to_string();
+    let command = [&exe, "workload", "--pages", "25600", "--forks", "2", "--truth", &truth_arg].map(String::from).to_vec();
     println!("demo: snapshot trace -- {}\n", command.join(" "));
-    trace::run(cli::TraceArgs {
+    let status = trace::run(cli::TraceArgs {
         pid: None,
         comm: None,
         all: false,
@@ -50,5 +53,15 @@ fn demo() -> anyhow::Result<ExitCode> {
         json: None,
         budget: None,
         command,
-    })
+    })?;
+    let text = std::fs::read_to_string(&truth);
+    let _ = std::fs::remove_file(&truth);
+    let truth: serde_json::Value = serde_json::from_str(&text?)?;
+    for fork in truth["forks"].as_array().into_iter().flatten() {
+        println!(
+            "ground truth (pagemap frames): child {} -> parent copied {} pages",
+            fork["child"], fork["parent_copied"]
+        );
+    }
+    Ok(status)
 }
