@@ -1,6 +1,6 @@
 //! Server and connection commands: AUTH, CONFIG, CLIENT, SHUTDOWN.
 
-use super::{Args, Conn, SYNTAX, State, lossy, subcommand_err};
+use super::{Args, Conn, SYNTAX, State, lossy, subcommand_arity_err, subcommand_err};
 use crate::glob;
 use crate::persist;
 use crate::resp;
@@ -86,11 +86,7 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
         st.latency = Default::default();
         resp::ok(out);
     } else if args.is(1, "get") || args.is(1, "set") {
-        let sub = lossy(args.get(1)).to_ascii_lowercase();
-        resp::err(
-            out,
-            &format!("ERR wrong number of arguments for 'config|{sub}' command"),
-        );
+        subcommand_arity_err(args, "config", out);
     } else {
         subcommand_err(args, "CONFIG", out);
     }
@@ -117,11 +113,7 @@ pub(super) fn client(_st: &mut State, conn: &mut Conn, args: &Args, out: &mut Ve
             None => resp::nil(out),
         }
     } else if args.is(1, "setname") || args.is(1, "getname") {
-        let sub = lossy(args.get(1)).to_ascii_lowercase();
-        resp::err(
-            out,
-            &format!("ERR wrong number of arguments for 'client|{sub}' command"),
-        );
+        subcommand_arity_err(args, "client", out);
     } else {
         subcommand_err(args, "CLIENT", out);
     }
