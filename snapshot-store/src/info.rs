@@ -92,9 +92,10 @@ pub fn render(st: &State, asked: &[String]) -> String {
         }
         let _ = write!(
             o,
-            "dataset_table_buckets:{}\r\ndataset_table_grow_at:{}\r\n\r\n",
+            "dataset_table_buckets:{}\r\ndataset_table_grow_at:{}\r\ndataset_table_forced_resizes:{}\r\n\r\n",
             st.table.nbuckets(),
-            st.table.grow_at()
+            st.table.grow_at(),
+            st.table.forced_resizes()
         );
     }
     if want("persistence") {

@@ -56,9 +56,66 @@ pub struct ServeArgs {
     /// page size really in use.
     #[arg(long, value_enum, default_value = "4k")]
     pub pages: PagesMode,
-    /// File name of the snapshot inside --dir; it is loaded at start if present.
-    #[arg(long, default_value = "dump.snap")]
+    /// File name of the snapshot inside --dir (a name, not a path); it is loaded at start if present.
+    #[arg(long, default_value = "dump.snap", value_parser = parse_dbfilename)]
     pub dbfilename: String,
+    /// Who may run DEBUG (it can fill the memory): no one, everyone, or clients connected
+    /// from a loopback address (the default, like Redis's `enable-debug-command local`).
+    #[arg(long, value_enum, default_value = "local")]
+    pub enable_debug_command: DebugMode,
+}
+
+/// Redis's `enable-debug-command`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DebugMode {
+    No,
+    Yes,
+    Local,
+}
+
+impl DebugMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DebugMode::No => "no",
+            DebugMode::Yes => "yes",
+            DebugMode::Local => "local",
+        }
+    }
+    pub fn allows(self, local_client: bool) -> bool {
+        self == DebugMode::Yes || (self == DebugMode::Local && local_client)
+    }
+}
+
+/// Like Redis: the snapshot's name is a file name; where it goes is --dir's business.
+fn parse_dbfilename(s: &str) -> Result<String, String> {
+    if s.contains('/') || s.is_empty() || s == "." || s == ".." {
+        return Err("dbfilename can't be a path, just a filename (use --dir for the directory)".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Refuses a directory where another user could plant files under the names a save uses
+/// (world-writable, unless the sticky bit stops others from replacing what we own and we own
+/// the directory itself).
+fn check_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).with_context(|| format!("--dir {}", dir.display()))?;
+    if !m.is_dir() {
+        anyhow::bail!("--dir {}: not a directory", dir.display());
+    }
+    let world_writable = m.mode() & 0o002 != 0;
+    let sticky = m.mode() & 0o1000 != 0;
+    // SAFETY: geteuid has no failure mode.
+    let ours = m.uid() == unsafe { libc::geteuid() };
+    if world_writable && !(sticky && ours) {
+        anyhow::bail!(
+            "--dir {}: refusing a world-writable directory{}: other users could plant files or \
+             links under the names the snapshot is written to; use a directory only you can write",
+            dir.display(),
+            if sticky { " owned by another user" } else { " without the sticky bit" }
+        );
+    }
+    Ok(())
 }
 
 /// Extra lines for INFO persistence (the COW tracer adds its figures when attached).
@@ -85,9 +142,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         .dir
         .canonicalize()
         .with_context(|| format!("--dir {}: the directory must exist", args.dir.display()))?;
-    if !dir.is_dir() {
-        anyhow::bail!("--dir {}: not a directory", dir.display());
-    }
+    check_dir(&dir)?;
     let mut table = table::Table::new(args.pages)?;
     let dest = dir.join(&args.dbfilename);
     let t = std::time::Instant::now();
@@ -130,6 +185,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         stats: commands::Stats::new(),
         latency: Default::default(),
         requirepass: args.requirepass.clone(),
+        debug_mode: args.enable_debug_command,
         port: local.port(),
         bind: args.bind.clone(),
         tracer,

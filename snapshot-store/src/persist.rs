@@ -85,6 +85,8 @@ pub struct Persist {
     pub latest_fork_usec: u64,
     pub total_forks: u64,
     child: Option<Child>,
+    /// Children killed by FLUSHALL/SHUTDOWN, not yet reaped (the loop reaps them, never waiting).
+    killed: Vec<libc::pid_t>,
     /// Reused write buffer: SAVE uses it, and the fork child inherits it.
     buf: Vec<u8>,
 }
@@ -113,6 +115,7 @@ impl Persist {
             latest_fork_usec: 0,
             total_forks: 0,
             child: None,
+            killed: Vec::new(),
             buf: Vec::with_capacity(1 << 20),
         }
     }
@@ -303,17 +306,39 @@ impl Persist {
         let _ = table.set_resize_blocked(false);
     }
 
-    /// Kills a running child (FLUSHALL, SHUTDOWN) and cleans up after it.
+    /// Kills a running child (FLUSHALL, SHUTDOWN) without waiting for it: a child stuck in a
+    /// long fsync would otherwise stall the event loop. [`Persist::reap_killed`] reaps it later.
+    /// Once SIGKILL is sent the child runs no more user code, so it can't rename its temp file.
     pub fn kill_child(&mut self, table: &mut Table, registry: &mio::Registry) {
-        let Some(c) = self.child.as_ref() else { return };
-        let mut status = 0;
-        // SAFETY: signalling and waiting for our own child.
-        unsafe {
-            libc::kill(c.pid, libc::SIGKILL);
-            libc::waitpid(c.pid, &mut status, 0);
-        }
-        self.finish(status, false, table, registry);
-        self.last_bgsave_ok = true; // a save we cancelled did not fail
+        let Some(c) = self.child.take() else { return };
+        // SAFETY: signalling our own child, not yet reaped (so the pid can't have been reused).
+        unsafe { libc::kill(c.pid, libc::SIGKILL) };
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&c.pipe.as_raw_fd()));
+        let _ = std::fs::remove_file(snapfile::temp_path(&self.dir, c.pid as u32));
+        log(&format!("Background saving child {} killed", c.pid));
+        self.current_cow = 0;
+        self.killed.push(c.pid);
+        let _ = table.set_resize_blocked(false);
+    }
+
+    /// Reaps killed children that have exited (called from the cron; never blocks).
+    pub fn reap_killed(&mut self) {
+        self.killed.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: non-blocking wait for our own child.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == 0 {
+                return true;
+            }
+            // The child may have created its temp file after we removed it.
+            let _ = std::fs::remove_file(snapfile::temp_path(&self.dir, pid as u32));
+            false
+        });
+    }
+
+    /// Killed children not reaped yet.
+    pub fn killed_pending(&self) -> usize {
+        self.killed.len()
     }
 
     /// The save policy: is a background save due now?

@@ -7,7 +7,7 @@
 
 use crate::commands::{self, Args, Conn, ShutdownSave, State};
 use crate::persist::CHILD_TOKEN;
-use crate::resp::{self, Parse};
+use crate::resp::{self, Parse, Parser};
 use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -32,6 +32,7 @@ struct Client {
     out: Vec<u8>,
     out_pos: usize,
     conn: Conn,
+    parser: Parser,
     want_write: bool,
     /// In `Server::pending` (replies to write at the end of this round).
     queued: bool,
@@ -44,8 +45,10 @@ pub struct Server {
     signals: UnixStream,
     clients: Vec<Option<Client>>,
     free_slots: Vec<usize>,
-    args: Vec<(usize, usize)>,
     pending: Vec<usize>,
+    /// accept() failed (EMFILE, ENFILE, ENOBUFS...): the listener is edge-triggered, so the
+    /// connections still queued bring no new event; retry from the loop until it drains.
+    accept_blocked: bool,
     pub st: State,
 }
 
@@ -68,8 +71,8 @@ impl Server {
             signals,
             clients: Vec::new(),
             free_slots: Vec::new(),
-            args: Vec::new(),
             pending: Vec::new(),
+            accept_blocked: false,
             st,
         })
     }
@@ -104,9 +107,18 @@ impl Server {
                         let mut b = [0u8; 64];
                         while matches!(self.signals.read(&mut b), Ok(n) if n > 0) {}
                         crate::log("Received SIGTERM/SIGINT, shutting down.");
-                        let r = commands::prepare_shutdown(&mut self.st, ShutdownSave::Default);
+                        if commands::prepare_shutdown(&mut self.st, ShutdownSave::Default).is_err() {
+                            // Like Redis: exiting now would lose every write since the last
+                            // snapshot, so keep serving (SHUTDOWN NOSAVE still exits).
+                            crate::log(
+                                "SIGTERM received but errors trying to shut down the server, \
+                                 check the logs for more information; still serving",
+                            );
+                            continue;
+                        }
                         self.close_all();
-                        return r.context("shutdown on signal: the final save failed");
+                        crate::log("Server is now ready to exit, bye bye...");
+                        return Ok(());
                     }
                     Token(t) => {
                         self.client_event(t - FIRST_CLIENT, ev.is_readable(), ev.is_read_closed())
@@ -120,6 +132,10 @@ impl Server {
                 }
             }
             self.flush_pending();
+            if self.accept_blocked {
+                // A client may have left in this round, freeing a descriptor.
+                self.accept();
+            }
             if reap_soon
                 && self
                     .st
@@ -136,7 +152,11 @@ impl Server {
     }
 
     fn cron(&mut self) {
+        if self.accept_blocked {
+            self.accept();
+        }
         let st = &mut self.st;
+        st.persist.reap_killed();
         if st.persist.child_alive() {
             st.persist.read_child();
             st.persist.try_reap(&mut st.table, &st.registry);
@@ -158,7 +178,7 @@ impl Server {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut sock, _)) => {
+                Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
                     let slot = self.free_slots.pop().unwrap_or_else(|| {
                         self.clients.push(None);
@@ -180,7 +200,11 @@ impl Server {
                         end: 0,
                         out: Vec::new(),
                         out_pos: 0,
-                        conn: Conn::default(),
+                        conn: Conn {
+                            local: peer.ip().is_loopback(),
+                            ..Conn::default()
+                        },
+                        parser: Parser::default(),
                         want_write: false,
                         queued: false,
                         token: Token(slot + FIRST_CLIENT),
@@ -188,11 +212,23 @@ impl Server {
                     self.st.connected_clients += 1;
                     self.st.stats.total_connections += 1;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.accept_blocked {
+                        crate::log("Accepting client connections again");
+                        self.accept_blocked = false;
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // e.g. EMFILE: keep serving the clients we have.
-                    crate::log(&format!("accept: {e}"));
+                    // e.g. EMFILE: keep serving the clients we have and retry from the loop.
+                    if !self.accept_blocked {
+                        crate::log(&format!(
+                            "Error accepting a client connection: {e} (retrying every 100 ms \
+                             and whenever a client disconnects)"
+                        ));
+                        self.accept_blocked = true;
+                    }
                     return;
                 }
             }
@@ -231,7 +267,7 @@ impl Server {
                     }
                     Ok(n) => {
                         c.end += n;
-                        process(&mut self.st, c, &mut self.args);
+                        process(&mut self.st, c);
                         // A long pipeline: don't let its replies pile up until the input ends.
                         if c.out.len() - c.out_pos > FLUSH_AT && flush(c, self.poll.registry()) {
                             dead = true;
@@ -312,10 +348,11 @@ impl Server {
 }
 
 /// Executes every complete command in the client's input.
-fn process(st: &mut State, c: &mut Client, args: &mut Vec<(usize, usize)>) {
+fn process(st: &mut State, c: &mut Client) {
     while c.start < c.end && !c.conn.close && !st.shutdown {
-        let buf = &c.inbuf[c.start..c.end];
-        match resp::parse(buf, args) {
+        let authed = st.requirepass.is_none() || c.conn.authed;
+        let buf = &mut c.inbuf[c.start..c.end];
+        match c.parser.parse(buf, authed) {
             Parse::Incomplete => break,
             Parse::Error(msg) => {
                 resp::err(&mut c.out, &format!("ERR {msg}"));
@@ -324,8 +361,11 @@ fn process(st: &mut State, c: &mut Client, args: &mut Vec<(usize, usize)>) {
                 break;
             }
             Parse::Done(n) => {
-                if !args.is_empty() {
-                    let a = Args { buf, r: args };
+                if !c.parser.args.is_empty() {
+                    let a = Args {
+                        buf: &*buf,
+                        r: &c.parser.args,
+                    };
                     let during_save = st.persist.child_alive();
                     let t = Instant::now();
                     let id = commands::execute(st, &mut c.conn, &a, &mut c.out);

@@ -28,8 +28,53 @@ pub fn temp_path(dir: &Path, pid: u32) -> PathBuf {
     dir.join(format!("temp-{pid}.snap"))
 }
 
-struct CrcWriter<'a> {
+/// Bytes written between two fdatasync() calls while a snapshot is written, like Redis's
+/// `rdb-save-incremental-fsync`: the dirty page cache stays small, so the final fsync (and a
+/// FLUSHALL or SHUTDOWN waiting behind it) is short.
+pub const FSYNC_EVERY: u64 = 32 << 20;
+
+/// The temp file: a fresh inode only (O_EXCL), never through a symlink (O_NOFOLLOW), readable
+/// by us alone (0600). A stale file of the same name (a killed child's, or a planted one) is
+/// unlinked first (unlink never follows links); if it comes back, the save fails.
+fn create_temp(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// Writes to the file, with an fdatasync every [`FSYNC_EVERY`] bytes.
+struct SyncingFile {
     file: File,
+    unsynced: u64,
+}
+
+impl SyncingFile {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(b)?;
+        self.unsynced += b.len() as u64;
+        if self.unsynced >= FSYNC_EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(())
+    }
+}
+
+struct CrcWriter<'a> {
+    file: SyncingFile,
     buf: &'a mut Vec<u8>,
     crc: crc32fast::Hasher,
 }
@@ -80,10 +125,10 @@ fn write_inner(
     buf: &mut Vec<u8>,
     progress: Progress,
 ) -> Result<u64> {
-    let file = File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let file = create_temp(tmp).with_context(|| format!("creating {}", tmp.display()))?;
     buf.clear();
     let mut w = CrcWriter {
-        file,
+        file: SyncingFile { file, unsynced: 0 },
         buf,
         crc: crc32fast::Hasher::new(),
     };
@@ -113,7 +158,7 @@ fn write_inner(
     w.flush().map_err(io)?;
     let crc = w.crc.clone().finalize();
     w.file.write_all(&crc.to_le_bytes()).map_err(io)?;
-    w.file.sync_all().map_err(io)?;
+    w.file.file.sync_all().map_err(io)?;
     drop(w);
     std::fs::rename(tmp, dest)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;

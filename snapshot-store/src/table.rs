@@ -28,6 +28,9 @@ struct Rec {
 
 const HDR: usize = std::mem::size_of::<Rec>();
 const MIN_BUCKETS: usize = 16;
+/// Keys per bucket past which the table grows even while a child lives (Redis's
+/// `dict_force_resize_ratio`): chains that long cost more than the copy a resize causes.
+pub const FORCE_RESIZE_RATIO: usize = 5;
 
 /// Expiry to apply when setting a value.
 #[derive(Clone, Copy)]
@@ -49,6 +52,8 @@ pub struct Table {
     hasher: foldhash::fast::RandomState,
     resize_blocked: bool,
     expire_cursor: usize,
+    /// Resizes done while blocked, past [`FORCE_RESIZE_RATIO`].
+    forced_resizes: u64,
 }
 
 // SAFETY: the table owns its arena and all pointers point into it; it is used from one thread
@@ -109,6 +114,7 @@ impl Table {
             hasher: foldhash::fast::RandomState::default(),
             resize_blocked: false,
             expire_cursor: 0,
+            forced_resizes: 0,
         }
     }
 
@@ -127,9 +133,16 @@ impl Table {
     pub fn arena(&self) -> &Arena {
         &self.arena
     }
-    /// Key count above which the bucket array doubles (when not blocked).
+    /// Key count above which the bucket array grows (more while a child lives).
     pub fn grow_at(&self) -> usize {
-        self.nbuckets
+        if self.resize_blocked {
+            self.nbuckets * FORCE_RESIZE_RATIO
+        } else {
+            self.nbuckets
+        }
+    }
+    pub fn forced_resizes(&self) -> u64 {
+        self.forced_resizes
     }
 
     /// While a snapshot child lives: no resize (see the module comment).
@@ -305,9 +318,17 @@ impl Table {
             *b = nr;
         }
         self.len += 1;
-        if self.len > self.nbuckets && !self.resize_blocked {
+        if self.len > self.grow_at() {
+            // While blocked, grow straight to the size the keys need: the copy this causes
+            // (every record's link is rewritten) is paid once, not once per doubling.
+            let n = if self.resize_blocked {
+                self.forced_resizes += 1;
+                self.len.next_power_of_two()
+            } else {
+                self.nbuckets * 2
+            };
             // Growth failing to map memory is not fatal: chains just get longer.
-            let _ = self.resize(self.nbuckets * 2);
+            let _ = self.resize(n);
         }
         Ok(())
     }
@@ -315,6 +336,14 @@ impl Table {
     fn new_rec(&mut self, key: &[u8], val: &[u8], h: u64) -> Result<*mut Rec, Oom> {
         let need = HDR + key.len() + val.len();
         let cap = self.arena.usable_size(need);
+        // The header keeps lengths in 32 bits: refuse what would not fit rather than truncate.
+        let (Ok(klen), Ok(vlen), Ok(cap32)) = (
+            u32::try_from(key.len()),
+            u32::try_from(val.len()),
+            u32::try_from(cap),
+        ) else {
+            return Err(Oom);
+        };
         let p = self.arena.alloc(need)?;
         // SAFETY: p has room for `need` bytes and is 16-byte aligned.
         unsafe {
@@ -323,9 +352,9 @@ impl Table {
                 next: ptr::null_mut(),
                 hash: h,
                 expire_ms: 0,
-                klen: key.len() as u32,
-                vlen: val.len() as u32,
-                cap: cap as u32,
+                klen,
+                vlen,
+                cap: cap32,
                 _pad: 0,
             });
             ptr::copy_nonoverlapping(key.as_ptr(), p.add(HDR), key.len());
@@ -526,9 +555,21 @@ mod tests {
             t.set(format!("k{i}").as_bytes(), b"v", Expire::Clear, 1)
                 .unwrap();
         }
-        assert_eq!(t.nbuckets(), MIN_BUCKETS);
+        // Forced growth past the ratio: 1000 keys need 1024 buckets, reached in two steps
+        // (81 keys > 5 x 16 -> 128 buckets; 641 > 5 x 128 -> 1024).
+        assert_eq!(t.nbuckets(), 1024);
+        assert_eq!(t.forced_resizes(), 2);
         t.set_resize_blocked(false).unwrap();
         assert_eq!(t.nbuckets(), 1024);
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        t.set_resize_blocked(true).unwrap();
+        for i in 0..80 {
+            t.set(format!("k{i}").as_bytes(), b"v", Expire::Clear, 1)
+                .unwrap();
+        }
+        assert_eq!(t.nbuckets(), MIN_BUCKETS, "no growth up to the ratio");
+        t.reserve(1000);
+        assert_eq!(t.nbuckets(), MIN_BUCKETS, "no reserve while blocked");
     }
 
     #[test]

@@ -126,9 +126,10 @@ fn auth_required() {
         c.cmd(&["get", "a"]),
         Reply::Error("NOAUTH Authentication required.".into())
     );
+    // Redis answers unknown commands before checking AUTH.
     assert_eq!(
         c.cmd(&["nosuch"]),
-        Reply::Error("NOAUTH Authentication required.".into())
+        Reply::Error("ERR unknown command 'nosuch', with args beginning with: ".into())
     );
     assert_eq!(
         c.cmd(&["auth", "wrong"]),

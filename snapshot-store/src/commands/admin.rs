@@ -6,17 +6,25 @@ use crate::persist;
 use crate::resp;
 
 pub(super) fn auth(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) {
-    let Some(pass) = st.requirepass.as_deref() else {
-        return resp::err(
-            out,
-            "ERR AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        );
+    if args.len() > 3 {
+        return resp::err(out, SYNTAX);
+    }
+    let (user, given) = if args.len() == 2 {
+        (&b"default"[..], args.get(1))
+    } else {
+        (args.get(1), args.get(2))
     };
-    let ok = match args.len() {
-        2 => args.get(1) == pass.as_bytes(),
-        3 => args.get(1) == b"default" && args.get(2) == pass.as_bytes(),
-        _ => return resp::err(out, SYNTAX),
+    let ok = match st.requirepass.as_deref() {
+        // The default user has no password: any password is right for it, as in Redis.
+        None if args.len() == 2 => {
+            return resp::err(
+                out,
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+        None => user == b"default",
+        Some(pass) => user == b"default" && same_secret(given, pass.as_bytes()),
     };
     if ok {
         conn.authed = true;
@@ -27,6 +35,14 @@ pub(super) fn auth(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u
             "WRONGPASS invalid username-password pair or user is disabled.",
         );
     }
+}
+
+/// Compares in time independent of where the inputs differ (and of their lengths, which are
+/// hidden by hashing both first, as Redis does).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 fn config_params(st: &State) -> Vec<(&'static str, String)> {
@@ -40,6 +56,7 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("requirepass", st.requirepass.clone().unwrap_or_default()),
         ("dataset-pages", st.mode.name().into()),
+        ("enable-debug-command", st.debug_mode.name().into()),
     ]
 }
 
@@ -82,7 +99,7 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
         }
         resp::ok(out);
     } else if args.is(1, "resetstat") && args.len() == 2 {
-        st.stats.total_commands = 0;
+        st.stats.reset();
         st.latency = Default::default();
         resp::ok(out);
     } else if args.is(1, "get") || args.is(1, "set") {

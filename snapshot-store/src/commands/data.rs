@@ -6,11 +6,24 @@ use crate::glob;
 use crate::resp;
 use crate::table::Expire;
 
+/// SET's expiry option: which argument holds the time, and how to read it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
 pub(super) fn set(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     let (mut nx, mut xx, mut get, mut keep) = (false, false, false, false);
-    let mut exp: Option<i64> = None;
+    let mut exp: Option<(Unit, usize)> = None;
     let mut i = 3;
     while i < args.len() {
+        let unit = [("ex", Unit::Ex), ("px", Unit::Px), ("exat", Unit::ExAt), ("pxat", Unit::PxAt)]
+            .into_iter()
+            .find(|(w, _)| args.is(i, w))
+            .map(|(_, u)| u);
         if args.is(i, "nx") && !xx {
             nx = true;
         } else if args.is(i, "xx") && !nx {
@@ -19,29 +32,26 @@ pub(super) fn set(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
             get = true;
         } else if args.is(i, "keepttl") && exp.is_none() {
             keep = true;
-        } else if (args.is(i, "ex") || args.is(i, "px"))
-            && exp.is_none()
+        } else if let Some(u) = unit
+            // Like Redis: the same option again is allowed (the last one wins), another is not.
+            && exp.is_none_or(|(e, _)| e == u)
             && !keep
             && i + 1 < args.len()
         {
-            let Some(v) = parse_int(args.get(i + 1)) else {
-                return resp::err(out, NOT_INT);
-            };
-            let ms = if args.is(i, "ex") {
-                v.checked_mul(1000)
-            } else {
-                Some(v)
-            };
-            match ms.and_then(|m| if m > 0 { now.checked_add(m) } else { None }) {
-                Some(at) => exp = Some(at),
-                None => return resp::err(out, "ERR invalid expire time in 'set' command"),
-            }
+            exp = Some((u, i + 1));
             i += 1;
         } else {
             return resp::err(out, SYNTAX);
         }
         i += 1;
     }
+    let exp = match exp {
+        None => None,
+        Some((unit, at)) => match set_expiry(unit, args.get(at), now) {
+            Ok(t) => Some(t),
+            Err(e) => return resp::err(out, e),
+        },
+    };
     let key = args.get(1);
     let mark = out.len();
     let exists = if get {
@@ -78,6 +88,23 @@ pub(super) fn set(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     st.persist.dirty += 1;
     if !get {
         resp::ok(out);
+    }
+}
+
+/// The absolute expiry (Unix ms) of SET's EX/PX/EXAT/PXAT argument, checked as Redis does.
+fn set_expiry(unit: Unit, arg: &[u8], now: i64) -> Result<i64, &'static str> {
+    const BAD: &str = "ERR invalid expire time in 'set' command";
+    let v = parse_int(arg).ok_or(NOT_INT)?;
+    if v <= 0 {
+        return Err(BAD);
+    }
+    let ms = match unit {
+        Unit::Ex | Unit::ExAt => v.checked_mul(1000).ok_or(BAD)?,
+        Unit::Px | Unit::PxAt => v,
+    };
+    match unit {
+        Unit::Ex | Unit::Px => now.checked_add(ms).ok_or(BAD),
+        Unit::ExAt | Unit::PxAt => Ok(ms),
     }
 }
 
@@ -127,10 +154,7 @@ pub(super) fn flushall(st: &mut State, args: &Args, out: &mut Vec<u8>) {
 }
 
 pub(super) fn scan(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
-    let Some(cursor) = std::str::from_utf8(args.get(1))
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
+    let Some(cursor) = parse_cursor(args.get(1)) else {
         return resp::err(out, "ERR invalid cursor");
     };
     let mut count = 10usize;
@@ -172,10 +196,22 @@ pub(super) fn scan(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     out.extend_from_slice(&body);
 }
 
-pub(super) fn expire(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
-    let Some(secs) = parse_int(args.get(2)) else {
-        return resp::err(out, NOT_INT);
+/// A cursor as C's strtoul reads it (Redis uses it): optional sign, digits, and a minus
+/// wraps around ("-1" is the largest cursor); no spaces, nothing after, no overflow.
+fn parse_cursor(b: &[u8]) -> Option<u64> {
+    let (neg, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
     };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if neg { v.wrapping_neg() } else { v })
+}
+
+pub(super) fn expire(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for i in 3..args.len() {
         match args.get(i).to_ascii_lowercase().as_slice() {
@@ -191,12 +227,19 @@ pub(super) fn expire(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
             }
         }
     }
-    if (nx && (xx || gt || lt)) || (gt && lt) {
+    // Redis checks the options (these two messages in this order) before the time.
+    if nx && (xx || gt || lt) {
         return resp::err(
             out,
             "ERR NX and XX, GT or LT options at the same time are not compatible",
         );
     }
+    if gt && lt {
+        return resp::err(out, "ERR GT and LT options at the same time are not compatible");
+    }
+    let Some(secs) = parse_int(args.get(2)) else {
+        return resp::err(out, NOT_INT);
+    };
     let Some(at) = secs.checked_mul(1000).and_then(|ms| now.checked_add(ms)) else {
         return resp::err(out, "ERR invalid expire time in 'expire' command");
     };
@@ -221,21 +264,36 @@ pub(super) fn expire(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     resp::int(out, 1);
 }
 
-/// The parameters CONFIG GET knows (name, current value).
+/// Upper bounds of DEBUG POPULATE's arguments: a value no bigger than a client could send
+/// (proto-max-bulk-len), and a key count whose bucket array can be mapped.
+const POPULATE_MAX_SIZE: i64 = 512 * 1024 * 1024;
+const POPULATE_MAX_KEYS: i64 = 1 << 32;
+
+/// DEBUG POPULATE <count> [prefix] [size], with Redis's keys and values.
 pub(super) fn debug(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     if !args.is(1, "populate") || !(3..=5).contains(&args.len()) {
         return subcommand_err(args, "DEBUG", out);
     }
+    const NEG: &str = "ERR value is out of range, must be positive";
     let count = match parse_int(args.get(2)) {
         None => return resp::err(out, NOT_INT),
-        Some(c) if c < 0 => return resp::err(out, "ERR value is out of range, must be positive"),
+        Some(c) if c < 0 => return resp::err(out, NEG),
+        Some(c) if c > POPULATE_MAX_KEYS => {
+            return resp::err(out, "ERR DEBUG POPULATE: at most 4294967296 keys at a time");
+        }
         Some(c) => c as u64,
     };
     let prefix: &[u8] = if args.len() >= 4 { args.get(3) } else { b"key" };
     let size = if args.len() == 5 {
         match parse_int(args.get(4)) {
-            Some(s) if s >= 0 => Some(s as usize),
-            _ => return resp::err(out, NOT_INT),
+            None => return resp::err(out, NOT_INT),
+            Some(s) if s < 0 => return resp::err(out, NEG),
+            Some(s) if s > POPULATE_MAX_SIZE => {
+                return resp::err(out, "ERR DEBUG POPULATE: the value size is at most 536870912 bytes");
+            }
+            // 0, like no size: Redis's plain "value:<j>".
+            Some(0) => None,
+            Some(s) => Some(s as usize),
         }
     } else {
         None

@@ -21,6 +21,7 @@ pub struct State {
     pub stats: Stats,
     pub latency: crate::latency::Latency,
     pub requirepass: Option<String>,
+    pub debug_mode: crate::DebugMode,
     pub port: u16,
     pub bind: String,
     pub tracer: Option<Box<dyn InfoSource>>,
@@ -60,11 +61,17 @@ impl Stats {
         if dt <= 0.0 {
             return;
         }
-        let ops = (self.total_commands - self.ops_last_cmds) as f64 / dt;
+        let ops = self.total_commands.saturating_sub(self.ops_last_cmds) as f64 / dt;
         self.ops_samples[self.ops_idx % 16] = ops as u64;
         self.ops_idx += 1;
         self.ops_last_cmds = self.total_commands;
         self.ops_last_t = now;
+    }
+    /// CONFIG RESETSTAT: counters back to zero, rate sampling restarted with them.
+    pub fn reset(&mut self) {
+        let start = self.start;
+        *self = Stats::new();
+        self.start = start;
     }
     pub fn ops_per_sec(&self) -> u64 {
         self.ops_samples.iter().sum::<u64>() / 16
@@ -81,6 +88,8 @@ impl Default for Stats {
 #[derive(Default)]
 pub struct Conn {
     pub authed: bool,
+    /// The peer is on a loopback address (for `enable-debug-command local`).
+    pub local: bool,
     pub name: Option<Vec<u8>>,
     /// Close once the output is written (QUIT, protocol error).
     pub close: bool,
@@ -221,16 +230,16 @@ pub fn parse_int(b: &[u8]) -> Option<i64> {
 
 pub(crate) const NOT_INT: &str = "ERR value is not an integer or out of range";
 pub(crate) const SYNTAX: &str = "ERR syntax error";
+const DEBUG_REFUSED: &str = "ERR DEBUG command not allowed. If the enable-debug-command option is \
+    set to \"local\", you can run it from a local connection, otherwise you need to set this option \
+    in the configuration file, and then restart the server.";
 pub(crate) const OOM: &str = "OOM command not allowed: the dataset arena could not map more memory";
 
 /// Executes one command; returns its id (for latency accounting) if it was a known command.
 pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) -> Option<usize> {
     let Some(cmd) = resolve(args.get(0)) else {
-        if st.requirepass.is_some() && !conn.authed {
-            resp::err(out, "NOAUTH Authentication required.");
-        } else {
-            unknown_command(args, out);
-        }
+        // Redis answers this before checking AUTH (only commands it knows need it).
+        unknown_command(args, out);
         return None;
     };
     let (name, arity) = SPECS[cmd as usize];
@@ -244,6 +253,10 @@ pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) 
     }
     if st.requirepass.is_some() && !conn.authed && !matches!(cmd, Cmd::AUTH | Cmd::QUIT) {
         resp::err(out, "NOAUTH Authentication required.");
+        return Some(cmd as usize);
+    }
+    if cmd == Cmd::DEBUG && !st.debug_mode.allows(conn.local) {
+        resp::err(out, DEBUG_REFUSED);
         return Some(cmd as usize);
     }
     let now = now_ms();
@@ -283,10 +296,11 @@ pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) 
         Cmd::INCR => incr_by(st, args.get(1), Some(1), out, now),
         Cmd::DECR => incr_by(st, args.get(1), Some(-1), out, now),
         Cmd::INCRBY => incr_by(st, args.get(1), parse_int(args.get(2)), out, now),
-        Cmd::DECRBY => {
-            let d = parse_int(args.get(2)).and_then(|d| d.checked_neg());
-            incr_by(st, args.get(1), d, out, now)
-        }
+        Cmd::DECRBY => match parse_int(args.get(2)) {
+            None => resp::err(out, NOT_INT),
+            Some(i64::MIN) => resp::err(out, "ERR decrement would overflow"),
+            Some(d) => incr_by(st, args.get(1), Some(-d), out, now),
+        },
         Cmd::MSET => {
             if args.len() % 2 != 1 {
                 resp::err(out, "ERR wrong number of arguments for 'mset' command");
