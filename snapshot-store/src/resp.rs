@@ -131,9 +131,7 @@ impl Parser {
             if buf.len() < end + 2 {
                 return Parse::Incomplete;
             }
-            if &buf[end..end + 2] != b"\r\n" {
-                return proto_err("bulk string not terminated by CRLF");
-            }
+            // Like Redis, the two bytes after the data are taken as its CRLF unseen.
             self.args.push((p, end));
             self.pos = end + 2;
         }
@@ -251,7 +249,8 @@ fn split_args(line: &mut [u8], args: &mut Vec<(usize, usize)>) -> Option<()> {
                     w += 1;
                     i += 1;
                 }
-            } else if i >= n || is_space(c) {
+            } else if i >= n || matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                // Inside a word only these end it (sdssplitargs); \v and \f only between words.
                 break;
             } else {
                 match c {

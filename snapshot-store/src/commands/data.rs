@@ -275,8 +275,9 @@ pub(super) fn debug(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
         return subcommand_err(args, "DEBUG", out);
     }
     const NEG: &str = "ERR value is out of range, must be positive";
+    // Redis's getPositiveLong...OrReply gives one message for both failures.
     let count = match parse_int(args.get(2)) {
-        None => return resp::err(out, NOT_INT),
+        None => return resp::err(out, NEG),
         Some(c) if c < 0 => return resp::err(out, NEG),
         Some(c) if c > POPULATE_MAX_KEYS => {
             return resp::err(out, "ERR DEBUG POPULATE: at most 4294967296 keys at a time");
@@ -286,7 +287,7 @@ pub(super) fn debug(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     let prefix: &[u8] = if args.len() >= 4 { args.get(3) } else { b"key" };
     let size = if args.len() == 5 {
         match parse_int(args.get(4)) {
-            None => return resp::err(out, NOT_INT),
+            None => return resp::err(out, NEG),
             Some(s) if s < 0 => return resp::err(out, NEG),
             Some(s) if s > POPULATE_MAX_SIZE => {
                 return resp::err(out, "ERR DEBUG POPULATE: the value size is at most 536870912 bytes");

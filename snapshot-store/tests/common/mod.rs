@@ -158,13 +158,7 @@ impl Server {
     }
 
     pub fn connect(&self) -> Resp {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(120)))
-            .expect("timeout");
-        Resp {
-            r: BufReader::new(s.try_clone().expect("clone")),
-            w: s,
-        }
+        connect(self.port)
     }
 
     /// SIGKILL: no save, no cleanup — a crash.
@@ -273,10 +267,15 @@ impl Resp {
             c => panic!("unexpected reply type {:?}", c as char),
         }
     }
-    /// True if the server closed the connection (EOF) after the replies read so far.
+    /// True if the server closed the connection after the replies read so far: EOF, or a
+    /// reset (a server that closes with unread input in its socket makes the kernel send RST).
     pub fn at_eof(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0))
+        match self.r.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }
 
@@ -292,4 +291,92 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("snapstore-test")
         .tempdir()
         .expect("tempdir")
+}
+
+/// A real redis-server for side-by-side comparisons: a free port, a private directory, no
+/// snapshots (`--save ''`), killed by pid when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start(extra: &[&str]) -> Redis {
+        // A port is free when we probe it but may be taken before redis-server binds it:
+        // then it exits at once, and another port is tried.
+        for _ in 0..20 {
+            let port = free_port();
+            let dir = tempdir();
+            let log = dir.path().join("redis.log");
+            let mut child = Command::new(tool("redis-server"))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "no", "--daemonize", "no", "--enable-debug-command", "local"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken: try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .contains("Ready to accept connections")
+                {
+                    return Redis {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "redis-server did not start:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server could not get a free port");
+    }
+
+    pub fn connect(&self) -> Resp {
+        connect(self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("probe a free port")
+        .port()
+}
+
+pub fn connect(port: u16) -> Resp {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    Resp {
+        r: BufReader::new(s.try_clone().expect("clone")),
+        w: s,
+    }
 }
