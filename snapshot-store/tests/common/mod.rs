@@ -52,6 +52,21 @@ impl Server {
     /// `fsize_limit`: RLIMIT_FSIZE for the server (and so its save child), with SIGXFSZ ignored,
     /// so writes past it fail with EFBIG like on a full disk.
     pub fn try_start(dir: &Path, extra: &[&str], fsize_limit: Option<u64>) -> Started {
+        let limits: Vec<_> = fsize_limit
+            .map(|l| (libc::RLIMIT_FSIZE, l))
+            .into_iter()
+            .collect();
+        Self::try_start_limited(dir, extra, &limits)
+    }
+
+    /// Starts with resource limits (RLIMIT_FSIZE also ignores SIGXFSZ, so writes past it fail
+    /// with EFBIG like on a full disk).
+    pub fn try_start_limited(
+        dir: &Path,
+        extra: &[&str],
+        limits: &[(libc::__rlimit_resource_t, u64)],
+    ) -> Started {
+        let limits = limits.to_vec();
         let log = dir.join(format!("server-{}.log", unique()));
         let logf = std::fs::File::create(&log).expect("create log");
         let mut cmd = Command::new(BIN);
@@ -59,15 +74,19 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf);
-        if let Some(lim) = fsize_limit {
+        if !limits.is_empty() {
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    let r = libc::rlimit {
-                        rlim_cur: lim,
-                        rlim_max: lim,
-                    };
-                    libc::setrlimit(libc::RLIMIT_FSIZE, &r);
+                    for &(res, lim) in &limits {
+                        let r = libc::rlimit {
+                            rlim_cur: lim,
+                            rlim_max: lim,
+                        };
+                        if libc::setrlimit(res, &r) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                     libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                     Ok(())
                 });
@@ -379,4 +398,85 @@ pub fn connect(port: u16) -> Resp {
         r: BufReader::new(s.try_clone().expect("clone")),
         w: s,
     }
+}
+
+impl Server {
+    /// Path of the snapshot file (whatever --dbfilename says).
+    pub fn snapshot_path(&self) -> PathBuf {
+        let name = match self.connect().cmd(&["config", "get", "dbfilename"]) {
+            Reply::Array(v) if v.len() == 2 => match &v[1] {
+                Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+                r => panic!("dbfilename {r:?}"),
+            },
+            r => panic!("CONFIG GET dbfilename: {r:?}"),
+        };
+        self.dir.join(name)
+    }
+
+    /// Pid of the running snapshot child.
+    pub fn save_child(&self) -> i32 {
+        let pid: i32 = self
+            .info_field("persistence", "rdb_saves_pid")
+            .parse()
+            .expect("pid");
+        assert!(pid > 0, "no snapshot child running");
+        pid
+    }
+
+    /// Parses the server's log into (unix ms, message) lines.
+    pub fn log_lines(&self) -> Vec<(u64, String)> {
+        parse_log(&self.log_text())
+    }
+}
+
+/// Log lines look like `<pid>:M <secs>.<ms> * <message>`.
+pub fn parse_log(text: &str) -> Vec<(u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let _pid = it.next()?;
+            let t = it.next()?;
+            let _star = it.next()?;
+            let msg = it.next()?;
+            let (s, ms) = t.split_once('.')?;
+            Some((s.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?, msg.to_string()))
+        })
+        .collect()
+}
+
+/// Names of the `temp-*` files in `dir`.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("temp-"))
+        .collect()
+}
+
+/// Sends `sig` to `pid` (a process this test started, or its server's child).
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2).
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// State letter of a process from /proc/PID/stat (None once it is gone).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Private_Dirty + Private_Hugetlb of a process, from /proc/PID/smaps_rollup: what the store's
+/// child reports as its COW size, read independently.
+pub fn private_dirty(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .filter(|l| l.starts_with("Private_Dirty:") || l.starts_with("Private_Hugetlb:"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("kB value")
+                * 1024
+        })
+        .sum()
 }
