@@ -6,12 +6,13 @@
 //!   like Redis's `ae`). No locks guard the data because no other thread touches it.
 //! - That same thread forks for BGSAVE ([`persist`]). The child therefore never needs a lock
 //!   another thread could have held at the fork instant, and runs no async runtime: it walks
-//!   its copy-on-write view of the table, writes `temp-<pid>.snap` ([`snapfile`]), fsyncs,
+//!   its copy-on-write view of the table, writes `temp-<pid>.snap` ([`snapfile`]) with an
+//!   fdatasync every 32 MB, fsyncs,
 //!   renames it over the snapshot, fsyncs the directory, reports its COW size (Private_Dirty)
 //!   over a pipe and `_exit`s. The parent keeps serving and reaps it with `waitpid(WNOHANG)`.
 //! - The dataset (records and hash table) lives in an mmap arena ([`arena`]) whose page size is
-//!   chosen by `--pages`, and the table ([`table`]) does not resize while a child lives, since a
-//!   resize would write every page and so copy the whole dataset.
+//!   chosen by `--pages`, and the table ([`table`]) resizes while a child lives only past 5 keys
+//!   per bucket, since a resize writes every record's page and so copies the whole dataset.
 //! - Latency histograms ([`latency`]) are kept apart for "child alive" and "no child".
 //!
 //! Modules: [`resp`] framing/replies, [`commands`] semantics, [`info`] INFO text, [`glob`] MATCH.
@@ -89,7 +90,9 @@ impl DebugMode {
 /// Like Redis: the snapshot's name is a file name; where it goes is --dir's business.
 fn parse_dbfilename(s: &str) -> Result<String, String> {
     if s.contains('/') || s.is_empty() || s == "." || s == ".." {
-        return Err("dbfilename can't be a path, just a filename (use --dir for the directory)".into());
+        return Err(
+            "dbfilename can't be a path, just a filename (use --dir for the directory)".into(),
+        );
     }
     Ok(s.to_string())
 }
@@ -112,7 +115,11 @@ fn check_dir(dir: &std::path::Path) -> Result<()> {
             "--dir {}: refusing a world-writable directory{}: other users could plant files or \
              links under the names the snapshot is written to; use a directory only you can write",
             dir.display(),
-            if sticky { " owned by another user" } else { " without the sticky bit" }
+            if sticky {
+                " owned by another user"
+            } else {
+                " without the sticky bit"
+            }
         );
     }
     Ok(())

@@ -159,7 +159,11 @@ fn parse_inline(buf: &mut [u8], args: &mut Vec<(usize, usize)>) -> Parse {
             Parse::Incomplete
         };
     };
-    let mut end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let mut end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     // sdssplitargs works on a C string: a NUL ends the line.
     if let Some(z) = buf[..end].iter().position(|&c| c == 0) {
         end = z;
@@ -177,14 +181,9 @@ fn is_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
 /// Splits `line` in place; None on unbalanced quotes.
 fn split_args(line: &mut [u8], args: &mut Vec<(usize, usize)>) -> Option<()> {
     let n = line.len();
-    let at = |i: usize, line: &[u8]| if i < n { line[i] } else { 0 };
     let mut i = 0;
     loop {
         while i < n && is_space(line[i]) {
@@ -195,77 +194,64 @@ fn split_args(line: &mut [u8], args: &mut Vec<(usize, usize)>) -> Option<()> {
         }
         let start = i;
         let mut w = i;
-        let (mut dq, mut sq) = (false, false);
-        loop {
-            let c = at(i, line);
-            if dq {
-                if c == b'\\' && at(i + 1, line) == b'x' {
-                    if let (Some(h), Some(l)) = (hex(at(i + 2, line)), hex(at(i + 3, line))) {
-                        line[w] = h * 16 + l;
-                        w += 1;
-                        i += 4;
-                        continue;
-                    }
-                }
-                if c == b'\\' && i + 1 < n {
-                    line[w] = match line[i + 1] {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        o => o,
-                    };
-                    w += 1;
-                    i += 2;
-                } else if c == b'"' {
-                    if i + 1 < n && !is_space(line[i + 1]) {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                } else if i >= n {
-                    return None;
-                } else {
+        // Inside a word only these end it (sdssplitargs); \v and \f only between words.
+        while i < n && !matches!(line[i], b' ' | b'\n' | b'\r' | b'\t') {
+            match line[i] {
+                q @ (b'"' | b'\'') => (i, w) = quoted(line, i + 1, w, q)?,
+                c => {
                     line[w] = c;
                     w += 1;
                     i += 1;
                 }
-            } else if sq {
-                if c == b'\\' && at(i + 1, line) == b'\'' {
-                    line[w] = b'\'';
-                    w += 1;
-                    i += 2;
-                } else if c == b'\'' {
-                    if i + 1 < n && !is_space(line[i + 1]) {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                } else if i >= n {
-                    return None;
-                } else {
-                    line[w] = c;
-                    w += 1;
-                    i += 1;
-                }
-            } else if i >= n || matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-                // Inside a word only these end it (sdssplitargs); \v and \f only between words.
-                break;
-            } else {
-                match c {
-                    b'"' => dq = true,
-                    b'\'' => sq = true,
-                    _ => {
-                        line[w] = c;
-                        w += 1;
-                    }
-                }
-                i += 1;
             }
         }
         args.push((start, w));
     }
+}
+
+/// Copies the quoted part starting at `i` (after the opening quote `q`) to `w`, unescaping;
+/// returns the positions after the closing quote and after the copied bytes.
+fn quoted(line: &mut [u8], mut i: usize, mut w: usize, q: u8) -> Option<(usize, usize)> {
+    let n = line.len();
+    let at = |line: &[u8], i: usize| line.get(i).copied();
+    loop {
+        let c = at(line, i)?; // the line ended inside the quotes
+        let (byte, used) = if c == q {
+            // The closing quote must end the word.
+            if at(line, i + 1).is_some_and(|next| !is_space(next)) {
+                return None;
+            }
+            return Some((i + 1, w));
+        } else if c == b'\\' && q == b'"' && i + 1 < n {
+            escape(line, i)
+        } else if c == b'\\' && q == b'\'' && at(line, i + 1) == Some(b'\'') {
+            (b'\'', 2)
+        } else {
+            (c, 1)
+        };
+        line[w] = byte;
+        w += 1;
+        i += used;
+    }
+}
+
+/// A backslash escape inside double quotes at `i`: the byte it stands for and its length.
+fn escape(line: &[u8], i: usize) -> (u8, usize) {
+    let hex_at = |j: usize| line.get(j).and_then(|&c| (c as char).to_digit(16));
+    if line[i + 1] == b'x'
+        && let (Some(h), Some(l)) = (hex_at(i + 2), hex_at(i + 3))
+    {
+        return ((h * 16 + l) as u8, 4);
+    }
+    let b = match line[i + 1] {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 0x08,
+        b'a' => 0x07,
+        o => o,
+    };
+    (b, 2)
 }
 
 // ---- replies ----
@@ -329,7 +315,16 @@ mod tests {
         assert!(matches!(parse(b"*1\r\n$04\r\n").0, Parse::Error(_)));
         assert!(matches!(parse(b"*1\r\n+x\r\n").0, Parse::Error(_)));
         let (_, a) = parse(b"set a 'b c' \"x\\\"y\" \"\\x41\\n\"\r\n");
-        assert_eq!(a, vec![b"set".to_vec(), b"a".to_vec(), b"b c".to_vec(), b"x\"y".to_vec(), b"A\n".to_vec()]);
+        assert_eq!(
+            a,
+            vec![
+                b"set".to_vec(),
+                b"a".to_vec(),
+                b"b c".to_vec(),
+                b"x\"y".to_vec(),
+                b"A\n".to_vec()
+            ]
+        );
         assert!(matches!(parse(b"set \"a\"b\r\n").0, Parse::Error(_)));
     }
 
@@ -355,9 +350,13 @@ mod tests {
     fn limits_before_auth() {
         let mut p = Parser::default();
         let mut b = b"*11\r\n".to_vec();
-        assert!(matches!(p.parse(&mut b, false), Parse::Error(e) if e.contains("unauthenticated multibulk")));
+        assert!(
+            matches!(p.parse(&mut b, false), Parse::Error(e) if e.contains("unauthenticated multibulk"))
+        );
         let mut b = b"*1\r\n$16385\r\n".to_vec();
-        assert!(matches!(p.parse(&mut b, false), Parse::Error(e) if e.contains("unauthenticated bulk")));
+        assert!(
+            matches!(p.parse(&mut b, false), Parse::Error(e) if e.contains("unauthenticated bulk"))
+        );
         let mut b = b"*1\r\n$16385\r\n".to_vec();
         assert!(matches!(p.parse(&mut b, true), Parse::Incomplete));
     }

@@ -107,7 +107,8 @@ impl Server {
                         let mut b = [0u8; 64];
                         while matches!(self.signals.read(&mut b), Ok(n) if n > 0) {}
                         crate::log("Received SIGTERM/SIGINT, shutting down.");
-                        if commands::prepare_shutdown(&mut self.st, ShutdownSave::Default).is_err() {
+                        if commands::prepare_shutdown(&mut self.st, ShutdownSave::Default).is_err()
+                        {
                             // Like Redis: exiting now would lose every write since the last
                             // snapshot, so keep serving (SHUTDOWN NOSAVE still exits).
                             crate::log(

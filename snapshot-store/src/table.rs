@@ -5,8 +5,9 @@
 //! which is what allows growth to be *deferred* while a snapshot child lives: a resize
 //! rewrites the bucket array and the link of every record, i.e. dirties every page of the
 //! dataset, and with a child sharing those pages that is a copy of the whole dataset.
-//! So while `resize_blocked` is set the table only lets chains get longer; the pending
-//! resize happens when the child has been reaped.
+//! So while `resize_blocked` is set the table lets chains get longer, up to
+//! [`FORCE_RESIZE_RATIO`] keys per bucket (past that, lookups cost more than the copy); the
+//! pending resize happens when the child has been reaped.
 
 use crate::arena::{Arena, Oom, PagesMode};
 use anyhow::Result;

@@ -46,10 +46,7 @@ fn redis_benchmark_set_get_pipelined() {
     );
     let names: Vec<&str> = r.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["SET", "GET"], "results: {r:?}");
-    for (n, rps) in &r {
-        // Sane even for a debug build on a loaded 2-core machine.
-        assert!(*rps > 2000.0, "{n}: only {rps} requests/s");
-    }
+    // Speed is BENCHMARKS.md's business; here: every request answered right under load.
     let keys: u64 = s
         .cli(&["dbsize"])
         .trim_start_matches("(integer) ")
@@ -63,13 +60,24 @@ fn redis_benchmark_set_get_pipelined() {
     });
     // redis-benchmark's payload is 3 bytes by default.
     let mut c = s.connect();
+    let (mut payload, mut seen) = (None, 0u64);
     for i in 0..5000 {
         match c.cmd(&["get", &format!("key:{i:012}")]) {
-            common::Reply::Bulk(Some(v)) => assert_eq!(v.len(), 3),
+            // One payload for every SET: 3 random capital letters.
+            common::Reply::Bulk(Some(v)) => {
+                assert!(
+                    v.len() == 3 && v.iter().all(u8::is_ascii_uppercase),
+                    "{v:?}"
+                );
+                let first = payload.get_or_insert_with(|| v.clone());
+                assert_eq!(&v, first, "key:{i:012}");
+                seen += 1;
+            }
             common::Reply::Bulk(None) => {}
             r => panic!("{r:?}"),
         }
     }
+    assert_eq!(seen, keys, "every key DBSIZE counts was read back");
 }
 
 #[test]
@@ -90,5 +98,24 @@ fn redis_benchmark_unpipelined_with_auth() {
         ],
     );
     assert_eq!(r.len(), 4, "results: {r:?}");
-    assert!(r.iter().all(|(_, rps)| *rps > 200.0), "{r:?}");
+    // 3000 INCRs of one key from 10 connections: none lost, none doubled.
+    let out = std::process::Command::new(tool("redis-cli"))
+        .args(["-p", &s.port.to_string(), "-a", "pw", "--no-auth-warning"])
+        .args(["get", "counter:__rand_int__"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3000");
+    // MSET's ten keys (without -r they are all "key:__rand_int__").
+    let out = std::process::Command::new(tool("redis-cli"))
+        .args([
+            "-p",
+            &s.port.to_string(),
+            "-a",
+            "pw",
+            "--no-auth-warning",
+            "dbsize",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }

@@ -28,11 +28,18 @@ fn a_planted_temp_link_is_not_followed_and_snapshots_are_private() {
     let link = dir.path().join(format!("temp-{}.snap", s.pid));
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     assert_eq!(s.cli(&["save"]), "OK");
-    assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "link followed");
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "link followed"
+    );
     assert!(!link.exists() && std::fs::symlink_metadata(&link).is_err());
     let snap = s.snapshot_path();
     assert!(
-        !std::fs::symlink_metadata(&snap).unwrap().file_type().is_symlink(),
+        !std::fs::symlink_metadata(&snap)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
         "the snapshot is a file of its own"
     );
     assert_eq!(std::fs::metadata(&snap).unwrap().mode() & 0o777, 0o600);
@@ -130,7 +137,10 @@ fn c_err_debug() -> Reply {
 
 /// This host's first IPv4 address that is not loopback (`hostname -I`).
 fn non_loopback_ipv4() -> Option<std::net::Ipv4Addr> {
-    let out = std::process::Command::new("hostname").arg("-I").output().ok()?;
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
@@ -187,7 +197,8 @@ fn queued_connections_are_served_after_running_out_of_descriptors() {
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         c.write_all(b"PING\r\n").unwrap();
         let mut b = [0u8; 7];
-        c.read_exact(&mut b).expect("a queued connection is answered");
+        c.read_exact(&mut b)
+            .expect("a queued connection is answered");
         assert_eq!(&b, b"+PONG\r\n");
     }
     assert!(s.log_text().contains("Accepting client connections again"));
@@ -227,7 +238,8 @@ fn sigterm_with_a_failing_save_keeps_serving() {
     assert_eq!(s.cli(&["debug", "populate", "5000", "key", "100"]), "OK");
     signal(s.pid as i32, libc::SIGTERM);
     s.wait_until("the refusal to exit", 30, || {
-        s.log_text().contains("SIGTERM received but errors trying to shut down")
+        s.log_text()
+            .contains("SIGTERM received but errors trying to shut down")
     });
     assert_eq!(s.cli(&["ping"]), "PONG");
     assert_eq!(s.cli(&["dbsize"]), "(integer) 5000", "nothing lost");

@@ -48,7 +48,11 @@ impl Pair {
         let _ = std::io::Write::write_all(&mut self.ours.w, probe);
         let _ = std::io::Write::write_all(&mut self.redis.w, probe);
         let closed = |c: &mut Resp| c.at_eof();
-        assert_eq!(closed(&mut self.ours), closed(&mut self.redis), "closed after {what}");
+        assert_eq!(
+            closed(&mut self.ours),
+            closed(&mut self.redis),
+            "closed after {what}"
+        );
     }
 }
 
@@ -60,10 +64,16 @@ fn dataset(c: &mut Resp) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let Reply::Array(mut r) = c.cmd(&["scan", &cursor, "count", "100"]) else {
             panic!("SCAN reply")
         };
-        let Reply::Array(page) = r.remove(1) else { panic!("SCAN keys") };
-        let Reply::Bulk(Some(next)) = r.remove(0) else { panic!("SCAN cursor") };
+        let Reply::Array(page) = r.remove(1) else {
+            panic!("SCAN keys")
+        };
+        let Reply::Bulk(Some(next)) = r.remove(0) else {
+            panic!("SCAN cursor")
+        };
         for k in page {
-            let Reply::Bulk(Some(k)) = k else { panic!("SCAN key") };
+            let Reply::Bulk(Some(k)) = k else {
+                panic!("SCAN key")
+            };
             keys.push(k);
         }
         cursor = String::from_utf8(next).expect("cursor");
@@ -78,7 +88,9 @@ fn dataset(c: &mut Resp) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
             let mut b = Vec::new();
             encode(&[b"GET", &k], &mut b);
             c.send_raw(&b);
-            let Reply::Bulk(v) = c.read() else { panic!("GET reply") };
+            let Reply::Bulk(v) = c.read() else {
+                panic!("GET reply")
+            };
             (k, v)
         })
         .collect()

@@ -27,7 +27,9 @@ fn bgsave_stopped(s: &Server) -> i32 {
     encode(&[b"INFO", b"persistence"], &mut b);
     c.send_raw(&b);
     assert_eq!(c.read(), Reply::Simple("Background saving started".into()));
-    let Reply::Bulk(Some(info)) = c.read() else { panic!("INFO") };
+    let Reply::Bulk(Some(info)) = c.read() else {
+        panic!("INFO")
+    };
     let info = String::from_utf8(info).unwrap();
     let pid: i32 = info
         .lines()
@@ -62,7 +64,13 @@ fn file_then_directory_are_fsynced_around_the_rename() {
     let trace = dir.path().join("strace.out");
     let err = std::fs::File::create(dir.path().join("strace.err")).unwrap();
     let mut strace = std::process::Command::new(tool("strace"))
-        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"])
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+        ])
         .arg("-o")
         .arg(&trace)
         .args(["-p", &s.pid.to_string()])
@@ -86,10 +94,7 @@ fn file_then_directory_are_fsynced_around_the_rename() {
     let dir_path = dest.parent().unwrap().to_string_lossy().into_owned();
     let dest = dest.to_string_lossy().into_owned();
     // The child's calls, in order: syncs of the temp file, the rename, a sync of the directory.
-    let calls: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("= 0"))
-        .collect();
+    let calls: Vec<&str> = text.lines().filter(|l| l.contains("= 0")).collect();
     let rename = calls
         .iter()
         .position(|l| l.contains("rename") && l.contains(&format!("\"{dest}\"")))
@@ -170,7 +175,9 @@ fn flushall_during_a_save_stops_it_and_the_empty_dataset_is_saved() {
     assert_eq!(s.info_field("persistence", "rdb_bgsave_in_progress"), "0");
     assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "ok");
     // The killed child is reaped by the loop, not waited for.
-    s.wait_until("the killed child to be reaped", 30, || proc_state(pid).is_none());
+    s.wait_until("the killed child to be reaped", 30, || {
+        proc_state(pid).is_none()
+    });
     assert!(temp_files(&s.dir).is_empty(), "{:?}", temp_files(&s.dir));
     assert_eq!(s.cli(&["set", "after", "1"]), "OK");
     assert_eq!(s.cli(&["bgsave"]), "Background saving started");
@@ -189,13 +196,19 @@ fn a_killed_child_leaves_no_temp_file_and_the_old_snapshot() {
     let old = std::fs::read(s.snapshot_path()).unwrap();
     populate(&s, 200_000);
     let pid = bgsave_stopped(&s);
-    step_until(&s, pid, "the child's temp file", || !temp_files(&s.dir).is_empty());
+    step_until(&s, pid, "the child's temp file", || {
+        !temp_files(&s.dir).is_empty()
+    });
     signal(pid, libc::SIGKILL);
     s.wait_no_child();
     assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "err");
     assert!(temp_files(&s.dir).is_empty(), "{:?}", temp_files(&s.dir));
     assert_eq!(std::fs::read(s.snapshot_path()).unwrap(), old);
-    assert!(s.log_text().contains("killed by signal 9"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("killed by signal 9"),
+        "{}",
+        s.log_text()
+    );
 }
 
 #[test]
@@ -205,7 +218,9 @@ fn the_child_dies_with_the_server() {
     populate(&s, 200_000);
     let pid = bgsave_stopped(&s);
     // Past its set-up (the temp file comes after the prctl) before the server goes.
-    step_until(&s, pid, "the child's temp file", || !temp_files(&s.dir).is_empty());
+    step_until(&s, pid, "the child's temp file", || {
+        !temp_files(&s.dir).is_empty()
+    });
     s.kill9();
     // PR_SET_PDEATHSIG: the stopped orphan gets SIGKILL (else it would stay stopped, then
     // finish and rename an old dataset over whatever a restarted server saved meanwhile).
@@ -237,7 +252,10 @@ fn the_save_policy_waits_its_seconds() {
     };
     let waited = at("saving (save policy)") - at("Ready to accept connections");
     // Seconds are whole Unix seconds: "more than 2 s since the start" is 2 s at the least.
-    assert!(waited >= 1900, "saved {waited} ms after the start under \"2 1\"");
+    assert!(
+        waited >= 1900,
+        "saved {waited} ms after the start under \"2 1\""
+    );
 }
 
 #[test]
@@ -274,7 +292,10 @@ fn expired_records_are_not_loaded() {
     let mut b = Vec::new();
     let n = 200_000;
     for i in 0..n {
-        encode(&[b"SET", format!("t{i}").as_bytes(), b"v", b"PX", b"1500"], &mut b);
+        encode(
+            &[b"SET", format!("t{i}").as_bytes(), b"v", b"PX", b"1500"],
+            &mut b,
+        );
     }
     c.send_raw(&b);
     for _ in 0..n {
@@ -286,7 +307,10 @@ fn expired_records_are_not_loaded() {
     std::thread::sleep(Duration::from_millis(1600));
     let s = Server::start(dir.path(), &["--save", ""]);
     assert_eq!(s.cli(&["dbsize"]), "(integer) 1");
-    assert_eq!(s.cli(&["info", "keyspace"]).lines().last().unwrap_or(""), "db0:keys=1,expires=0,avg_ttl=0");
+    assert_eq!(
+        s.cli(&["info", "keyspace"]).lines().last().unwrap_or(""),
+        "db0:keys=1,expires=0,avg_ttl=0"
+    );
 }
 
 #[test]
@@ -317,14 +341,20 @@ fn progress_and_cow_figures_match_the_childs_proc_files() {
     // A sample the child took earlier: no more than what it holds privately now, and not 0.
     let cow: u64 = field("current_cow_size").parse().unwrap();
     let now = private_dirty(pid);
-    assert!(cow > 0 && cow <= now, "current_cow_size {cow}, child's Private_Dirty {now}");
+    assert!(
+        cow > 0 && cow <= now,
+        "current_cow_size {cow}, child's Private_Dirty {now}"
+    );
 
     // Overwrite every record in place: each page of the dataset is copied, so the child's
     // Private_Dirty (read from its smaps) grows by about the dataset's size.
     let mut c = s.connect();
     let mut b = Vec::new();
     for i in 0..200_000u32 {
-        encode(&[b"SET", format!("key:{i}").as_bytes(), &[b'n'; 200]], &mut b);
+        encode(
+            &[b"SET", format!("key:{i}").as_bytes(), &[b'n'; 200]],
+            &mut b,
+        );
     }
     c.send_raw(&b);
     for _ in 0..200_000 {

@@ -20,10 +20,15 @@ pub(super) fn set(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
     let mut exp: Option<(Unit, usize)> = None;
     let mut i = 3;
     while i < args.len() {
-        let unit = [("ex", Unit::Ex), ("px", Unit::Px), ("exat", Unit::ExAt), ("pxat", Unit::PxAt)]
-            .into_iter()
-            .find(|(w, _)| args.is(i, w))
-            .map(|(_, u)| u);
+        let unit = [
+            ("ex", Unit::Ex),
+            ("px", Unit::Px),
+            ("exat", Unit::ExAt),
+            ("pxat", Unit::PxAt),
+        ]
+        .into_iter()
+        .find(|(w, _)| args.is(i, w))
+        .map(|(_, u)| u);
         if args.is(i, "nx") && !xx {
             nx = true;
         } else if args.is(i, "xx") && !nx {
@@ -235,7 +240,10 @@ pub(super) fn expire(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
         );
     }
     if gt && lt {
-        return resp::err(out, "ERR GT and LT options at the same time are not compatible");
+        return resp::err(
+            out,
+            "ERR GT and LT options at the same time are not compatible",
+        );
     }
     let Some(secs) = parse_int(args.get(2)) else {
         return resp::err(out, NOT_INT);
@@ -290,7 +298,10 @@ pub(super) fn debug(st: &mut State, args: &Args, out: &mut Vec<u8>, now: i64) {
             None => return resp::err(out, NEG),
             Some(s) if s < 0 => return resp::err(out, NEG),
             Some(s) if s > POPULATE_MAX_SIZE => {
-                return resp::err(out, "ERR DEBUG POPULATE: the value size is at most 536870912 bytes");
+                return resp::err(
+                    out,
+                    "ERR DEBUG POPULATE: the value size is at most 536870912 bytes",
+                );
             }
             // 0, like no size: Redis's plain "value:<j>".
             Some(0) => None,

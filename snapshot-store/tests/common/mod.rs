@@ -329,8 +329,22 @@ impl Redis {
             let dir = tempdir();
             let log = dir.path().join("redis.log");
             let mut child = Command::new(tool("redis-server"))
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--daemonize", "no", "--enable-debug-command", "local"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args([
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--enable-debug-command",
+                    "local",
+                ])
                 .arg("--dir")
                 .arg(dir.path())
                 .arg("--logfile")
@@ -439,7 +453,10 @@ pub fn parse_log(text: &str) -> Vec<(u64, String)> {
             let _star = it.next()?;
             let msg = it.next()?;
             let (s, ms) = t.split_once('.')?;
-            Some((s.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?, msg.to_string()))
+            Some((
+                s.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?,
+                msg.to_string(),
+            ))
         })
         .collect()
 }
