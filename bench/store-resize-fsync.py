@@ -13,77 +13,16 @@ A. Growth during a save: 4 values of 250 MB (table of 16 buckets), BGSAVE, and a
    (the copied-bytes price) and the bucket count the table had when the benchmark ended.
 B. FLUSHALL during a save: 8 values of 128 MB, BGSAVE, FLUSHALL as soon as the child has
    written the whole temp file (it is then in its final fsync); the FLUSHALL round trip.
-C. Save time alone: the same 1 GiB, BGSAVE until rdb_bgsave_in_progress:0 (polled every 10 ms).
+C. Save time alone: the same 1 GiB, BGSAVE until rdb_bgsave_in_progress:0 (polled every 10 ms),
+   and its tail: from the temp file reaching 1 GiB (all written; polled every 5 ms) to the end
+   (final fsync, rename, directory fsync, exit, reaping).
+PARTS (environment, default "ABC") picks the parts to run.
 Conditions alternate within each round (the first one rotating), medians over ROUNDS (3).
 """
-import os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, sys, time
 
-def resp(args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
-
-class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.f = self.s.makefile("rb")
-    def cmd(self, *args):
-        self.s.sendall(resp(args))
-        return self.read()
-    def read(self):
-        line = self.f.readline()
-        t, body = line[:1], line[1:-2]
-        if t == b"$":
-            n = int(body)
-            return None if n < 0 else self.f.read(n + 2)[:-2]
-        if t == b"*":
-            return [self.read() for _ in range(int(body))]
-        if t == b":":
-            return int(body)
-        if t == b"-":
-            raise RuntimeError(body.decode())
-        return body.decode()
-
-def info(c, section):
-    text = c.cmd("INFO", section).decode()
-    return dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
-
-class Server:
-    def __init__(self, binary, port):
-        self.dir = tempfile.mkdtemp(prefix="store-bench.", dir="/tmp")
-        serve = [] if binary.endswith("snapshot-store") else ["serve"]
-        self.log = open(os.path.join(self.dir, "log"), "w")
-        self.p = subprocess.Popen([binary, *serve, "--port", str(port), "--save", "", "--dir", self.dir],
-                                  stdout=self.log, stderr=self.log)
-        for _ in range(200):
-            try:
-                self.c = Conn(port)
-                self.c.cmd("PING")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-    def stop(self):
-        self.p.kill()
-        self.p.wait()
-        shutil.rmtree(self.dir)
-
-def wait_no_child(c):
-    while info(c, "persistence")["rdb_bgsave_in_progress"] != "0":
-        time.sleep(0.01)
-
-def bench_set(port):
-    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "300000",
-                          "-r", "100000000", "-P", "16", "-q"], capture_output=True, text=True).stdout
-    last = out.replace("\r", "\n").strip().splitlines()[-1]
-    return float(last.split(":")[1].split("requests")[0])
-
-def big_values(c, n, size):
-    v = b"x" * size
-    for i in range(n):
-        c.cmd("SET", f"big{i}", v)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from storebench import Server, bench_set, big_values, info, wait_no_child  # noqa: E402
 
 def growth(binary, port):
     s = Server(binary, port)
@@ -126,8 +65,14 @@ def save_time(binary, port):
         time.sleep(1)
         t = time.monotonic()
         s.c.cmd("BGSAVE")
+        pid = int(info(s.c, "persistence")["rdb_saves_pid"])
+        temp = [os.path.join(s.dir, f"temp-{pid}.{ext}") for ext in ("snap", "rdb")]
+        while not any(os.path.exists(f) and os.path.getsize(f) >= (1 << 30) for f in temp):
+            time.sleep(0.005)
+        written = time.monotonic()
         wait_no_child(s.c)
-        return time.monotonic() - t
+        end = time.monotonic()
+        return end - t, end - written
     finally:
         s.stop()
 
@@ -137,26 +82,31 @@ def main():
     for b in (before, after):
         h = subprocess.run(["sha256sum", b], capture_output=True, text=True).stdout.split()[0]
         print(f"{b}: sha256 {h}")
-    res = {k: {"before": [], "after": []} for k in ("idle", "during", "cow", "stall", "save")}
+    parts = os.environ.get("PARTS", "ABC")
+    res = {k: {"before": [], "after": []} for k in ("idle", "during", "cow", "stall", "save", "tail")}
     for r in range(rounds):
         order = [("before", before), ("after", after)]
         if r % 2:
             order.reverse()
-        for name, b in order:
+        for name, b in order if "A" in parts else []:
             idle, during, alive, buckets, cow = growth(b, 7310)
             print(f"round {r} {name}: SET idle {idle:.0f}/s, during save {during:.0f}/s "
                   f"(child alive at the end: {alive}, buckets {buckets}), rdb_last_cow_size {cow}", flush=True)
             res["idle"][name].append(idle); res["during"][name].append(during); res["cow"][name].append(cow)
-        for name, b in order:
+        for name, b in order if "B" in parts else []:
             st = flushall_stall(b, 7311)
             print(f"round {r} {name}: FLUSHALL during the final fsync took {st*1000:.1f} ms", flush=True)
             res["stall"][name].append(st)
-        for name, b in order:
-            sv = save_time(b, 7311)
-            print(f"round {r} {name}: BGSAVE of 1 GiB took {sv:.2f} s", flush=True)
+        for name, b in order if "C" in parts else []:
+            sv, tail = save_time(b, 7311)
+            print(f"round {r} {name}: BGSAVE of 1 GiB took {sv:.2f} s, {tail*1000:.0f} ms of it after the "
+                  f"last byte was written", flush=True)
             res["save"][name].append(sv)
+            res["tail"][name].append(tail)
     print("medians (before -> after, ratio after/before):")
     for k, v in res.items():
+        if not v["before"]:
+            continue
         b, a = statistics.median(v["before"]), statistics.median(v["after"])
         print(f"  {k}: {b:.4g} -> {a:.4g} (x{a / b if b else float('nan'):.3g})")
 

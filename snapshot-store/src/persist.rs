@@ -336,11 +336,6 @@ impl Persist {
         });
     }
 
-    /// Killed children not reaped yet.
-    pub fn killed_pending(&self) -> usize {
-        self.killed.len()
-    }
-
     /// The save policy: is a background save due now?
     pub fn save_due(&self) -> bool {
         if self.child.is_some() || self.dirty == 0 {
