@@ -232,7 +232,27 @@ fn store_expiry(c: &mut Resp, key: &[u8]) -> Option<(i64, i64)> {
 /// The store and redis-server hold the same keys, values and expiry times.
 fn same_data(store: &mut Resp, redis: &mut Resp) -> usize {
     let want = values(redis);
-    assert_eq!(values(store), want, "values differ");
+    let got = values(store);
+    let short = |b: &[u8]| b[..b.len().min(40)].escape_ascii().to_string();
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{}: {:?} != {}",
+                short(k),
+                got.get(k).map(|g| short(g)),
+                short(v)
+            )
+        })
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "{} vs {} keys; {wrong:#?}",
+        got.len(),
+        want.len()
+    );
     let mut with_ttl = 0;
     for k in want.keys() {
         let exact = redis_expiry(redis, k);
