@@ -321,10 +321,20 @@ fn redis_server_dump_loads_into_the_store() {
     let mut rc = redis.connect();
     fill(&mut rc);
     let mut sizes = Vec::new();
-    for compression in ["yes", "no"] {
+    // An LRU policy makes Redis write each key's idle time, an LFU one its frequency.
+    let rounds = [
+        ("yes", "noeviction"),
+        ("no", "allkeys-lru"),
+        ("yes", "allkeys-lfu"),
+    ];
+    for (compression, policy) in rounds {
         ok(
             &mut rc,
             &[b"config", b"set", b"rdbcompression", compression.as_bytes()],
+        );
+        ok(
+            &mut rc,
+            &[b"config", b"set", b"maxmemory-policy", policy.as_bytes()],
         );
         ok(&mut rc, &[b"save"]);
         sizes.push(

@@ -291,3 +291,100 @@ fn module_name(id: u64) -> String {
         .map(|i| CHARS[(id >> (64 - 6 * (i + 1)) & 63) as usize] as char)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdb::encode::Encoder;
+
+    /// Header and aux fields from the encoder, then `body`, then EOF and the checksum.
+    fn file(version: &str, body: &[u8], checksum: Option<u64>) -> Vec<u8> {
+        let mut out = format!("REDIS{version}").into_bytes();
+        out.extend_from_slice(body);
+        out.push(op::EOF);
+        if let Some(c) = checksum {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    fn with_crc(mut f: Vec<u8>) -> Vec<u8> {
+        let mut d = crc64::digest();
+        d.update(&f[..f.len() - 8]);
+        let n = f.len();
+        f[n - 8..].copy_from_slice(&d.finalize().to_le_bytes());
+        f
+    }
+
+    fn read(f: &[u8]) -> Res<Vec<(Vec<u8>, Vec<u8>, Option<i64>)>> {
+        let mut got = Vec::new();
+        let mut sink = |k: &[u8], v: &[u8], e: Option<i64>| {
+            got.push((k.to_vec(), v.to_vec(), e));
+            Ok(())
+        };
+        decode(f, f.len() as u64, &mut sink)?;
+        Ok(got)
+    }
+
+    #[test]
+    fn seconds_expiry_lru_lfu_and_long_lengths() {
+        let mut body = vec![op::SELECTDB, 0, op::RESIZEDB, 2, 1];
+        body.extend_from_slice(&[op::EXPIRETIME, 0x10, 0x27, 0, 0, op::IDLE, 0x40, 0x80]);
+        body.extend_from_slice(&[op::TYPE_STRING, 1, b'a', op::LEN_64, 0, 0, 0, 0, 0, 0, 0, 2]);
+        body.extend_from_slice(b"xy");
+        body.extend_from_slice(&[op::FREQ, 5, op::TYPE_STRING, op::LEN_32, 0, 0, 0, 1, b'b']);
+        body.extend_from_slice(&[0xC2, 0xff, 0xff, 0xff, 0x7f]);
+        let want = vec![
+            (b"a".to_vec(), b"xy".to_vec(), Some(10_000_000)),
+            (b"b".to_vec(), b"2147483647".to_vec(), None),
+        ];
+        assert_eq!(read(&with_crc(file("0010", &body, Some(0)))).unwrap(), want);
+        // A zero checksum means "not computed" (rdbchecksum no), as in Redis.
+        assert_eq!(read(&file("0010", &body, Some(0))).unwrap(), want);
+        // Before version 5 there is no checksum.
+        assert_eq!(read(&file("0004", &body, None)).unwrap(), want);
+    }
+
+    #[test]
+    fn module_data_is_refused_with_the_module_name() {
+        // Id of module type "mymodule1", encoding version 2: 9 six-bit characters, then 10 bits.
+        let chars = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let id = b"mymodule1".iter().fold(0u64, |id, c| {
+            id << 6 | chars.iter().position(|x| x == c).unwrap() as u64
+        }) << 10
+            | 2;
+        let mut body = vec![op::MODULE_AUX, op::LEN_64];
+        body.extend_from_slice(&id.to_be_bytes());
+        let e = read(&with_crc(file("0010", &body, Some(0)))).unwrap_err();
+        assert_eq!(e.offset, 9);
+        assert!(e.msg.contains("module mymodule1"), "{}", e.msg);
+
+        let mut body = vec![7, 1, b'k', op::LEN_64];
+        body.extend_from_slice(&id.to_be_bytes());
+        let e = read(&with_crc(file("0010", &body, Some(0)))).unwrap_err();
+        assert!(
+            e.msg
+                .contains("key \"k\" holds a value of module type mymodule1"),
+            "{}",
+            e.msg
+        );
+    }
+
+    #[test]
+    fn round_trip_through_the_encoder() {
+        let mut out = Vec::new();
+        let mut buf = Vec::with_capacity(64);
+        let mut e = Encoder::new(&mut out, &mut buf, true);
+        e.header(&[("redis-ver", "7.0.15")]).unwrap();
+        e.select_db(0, 2, 1).unwrap();
+        let long = b"long value ".repeat(100);
+        e.string_key(b"k1", &long, Some(1234)).unwrap();
+        e.string_key(b"-7", b"", None).unwrap();
+        e.finish().unwrap();
+        let want = vec![
+            (b"k1".to_vec(), long, Some(1234)),
+            (b"-7".to_vec(), Vec::new(), None),
+        ];
+        assert_eq!(read(&out).unwrap(), want);
+    }
+}
