@@ -408,7 +408,8 @@ fn truncation_and_bit_flips_are_refused_with_the_offset() {
         bad[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(&path, &bad).expect("write");
         let e = load(&path).expect_err("a damaged file loads");
-        assert!(offset_of(&e) < good.len() as u64, "bit {bit}: {e}");
+        // The offset may be the end of the file: where a field that ran past it started.
+        assert!(offset_of(&e) <= good.len() as u64, "bit {bit}: {e}");
     }
     let r = noise(4000, 3);
     for i in 0..1000 {

@@ -103,18 +103,21 @@ impl<R: Read> Src<R> {
     /// A string in any encoding Redis writes, into `out`.
     fn string(&mut self, out: &mut Vec<u8>, what: &str) -> Res<()> {
         let at = self.off;
-        let n = match self.len_or_enc(what)? {
-            Len::Plain(n) => n,
-            Len::Enc(op::INT8) => return Ok(decimal(out, self.array::<1>(what)?[0] as i8 as i64)),
-            Len::Enc(op::INT16) => {
-                return Ok(decimal(out, i16::from_le_bytes(self.array(what)?).into()));
-            }
-            Len::Enc(op::INT32) => {
-                return Ok(decimal(out, i32::from_le_bytes(self.array(what)?).into()));
-            }
+        let int: i64 = match self.len_or_enc(what)? {
+            Len::Plain(n) => return self.raw(out, n, at, what),
+            Len::Enc(op::INT8) => i8::from_le_bytes(self.array(what)?).into(),
+            Len::Enc(op::INT16) => i16::from_le_bytes(self.array(what)?).into(),
+            Len::Enc(op::INT32) => i32::from_le_bytes(self.array(what)?).into(),
             Len::Enc(op::LZF) => return self.lzf_string(out, what),
             Len::Enc(e) => return fail(at, format!("unknown string encoding {e} in {what}")),
         };
+        out.clear();
+        out.extend_from_slice(itoa::Buffer::new().format(int).as_bytes());
+        Ok(())
+    }
+
+    /// `n` bytes as they are; `at` is where their length starts.
+    fn raw(&mut self, out: &mut Vec<u8>, n: u64, at: u64, what: &str) -> Res<()> {
         if n > self.size - self.off {
             return fail(
                 at,
@@ -144,11 +147,6 @@ impl<R: Read> Src<R> {
         self.lzf = c;
         r
     }
-}
-
-fn decimal(out: &mut Vec<u8>, v: i64) {
-    out.clear();
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Redis's name for a value type byte, for errors.
@@ -316,7 +314,9 @@ mod tests {
         f
     }
 
-    fn read(f: &[u8]) -> Res<Vec<(Vec<u8>, Vec<u8>, Option<i64>)>> {
+    type Key = (Vec<u8>, Vec<u8>, Option<i64>);
+
+    fn read(f: &[u8]) -> Res<Vec<Key>> {
         let mut got = Vec::new();
         let mut sink = |k: &[u8], v: &[u8], e: Option<i64>| {
             got.push((k.to_vec(), v.to_vec(), e));

@@ -75,7 +75,9 @@ pub fn compress(
 /// Decompresses `input` into `out`, which must come out exactly `len` bytes long.
 pub fn decompress(input: &[u8], len: usize, out: &mut Vec<u8>) -> Result<(), String> {
     out.clear();
-    out.reserve(len);
+    // `len` comes from the file: reserve only a bounded part up front, so a damaged length
+    // fails on the data rather than on a huge allocation.
+    out.reserve(len.min(1 << 24));
     let mut ip = 0;
     while ip < input.len() {
         let ctrl = input[ip] as usize;
