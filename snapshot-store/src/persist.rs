@@ -359,12 +359,7 @@ pub fn private_dirty() -> u64 {
     rollup
         .memory_map_rollup
         .iter()
-        .flat_map(|m| {
-            [
-                m.extension.map.get("Private_Dirty"),
-                m.extension.map.get("Private_Hugetlb"),
-            ]
-        })
+        .flat_map(|m| [m.extension.map.get("Private_Dirty"), m.extension.map.get("Private_Hugetlb")])
         .flatten()
         .sum()
 }

@@ -413,10 +413,7 @@ pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) 
 /// Redis's arity error for a known subcommand: `'config|get'`, `'client|setname'`.
 pub(crate) fn subcommand_arity_err(args: &Args, cmd: &str, out: &mut Vec<u8>) {
     let sub = lossy(args.get(1)).to_ascii_lowercase();
-    resp::err(
-        out,
-        &format!("ERR wrong number of arguments for '{cmd}|{sub}' command"),
-    );
+    resp::err(out, &format!("ERR wrong number of arguments for '{cmd}|{sub}' command"));
 }
 
 pub(crate) fn subcommand_err(args: &Args, cmd: &str, out: &mut Vec<u8>) {
