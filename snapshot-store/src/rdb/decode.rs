@@ -295,7 +295,7 @@ mod tests {
     use super::*;
     use crate::rdb::encode::Encoder;
 
-    /// Header and aux fields from the encoder, then `body`, then EOF and the checksum.
+    /// Magic and version, `body`, EOF and, from version 5 on, the checksum field.
     fn file(version: &str, body: &[u8], checksum: Option<u64>) -> Vec<u8> {
         let mut out = format!("REDIS{version}").into_bytes();
         out.extend_from_slice(body);
