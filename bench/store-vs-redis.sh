@@ -7,11 +7,10 @@
 #      SAVES rounds of BGSAVE with no write load (the server order rotates each
 #      round): fork time (latest_fork_usec), save wall time (BGSAVE until
 #      rdb_bgsave_in_progress:0, polled every 10 ms), snapshot file size, and speed.
-#      Redis compresses its RDB (LZF) by default, and DEBUG POPULATE's values are
-#      "value:N" zero-padded to VALUE_SIZE, so its file is far smaller than the
-#      data; the save phase therefore also runs Redis with
-#      `CONFIG SET rdbcompression no` ("redis-nocomp"), which writes what the store
-#      writes: every key and value in full.
+#      Both write RDB; each saves with `rdbcompression yes` (the default, LZF) and `no`
+#      (variants redis, redis-nocomp, snapshot, snapshot-nocomp, set by CONFIG SET before
+#      each save), and the per-round ratio of the store's save time to Redis's is printed
+#      for each. The store's last file is checked with redis-check-rdb.
 # Needs redis-server and redis-tools (apt-get install redis-server redis-tools).
 # Starts both servers on loopback ports, kills only those pids at the end.
 # Environment: SNAP (snapshot binary, default target/release/snapshot; copied to the
@@ -139,14 +138,15 @@ done
 echo
 SV=$TMP/saves.csv
 echo "round,server,keys,fork_usec,start,end,size" >"$SV"
-variants=(redis redis-nocomp snapshot)
+variants=(redis redis-nocomp snapshot snapshot-nocomp)
 for round in $(seq "$SAVES"); do
     for ((k = 0; k < ${#variants[@]}; k++)); do
         v=${variants[$(((k + round - 1) % ${#variants[@]}))]}
         case $v in
         redis) port=$REDIS_PORT; redis-cli -p "$port" CONFIG SET rdbcompression yes >/dev/null ;;
         redis-nocomp) port=$REDIS_PORT; redis-cli -p "$port" CONFIG SET rdbcompression no >/dev/null ;;
-        snapshot) port=$STORE_PORT ;;
+        snapshot) port=$STORE_PORT; redis-cli -p "$port" CONFIG SET rdbcompression yes >/dev/null ;;
+        snapshot-nocomp) port=$STORE_PORT; redis-cli -p "$port" CONFIG SET rdbcompression no >/dev/null ;;
         esac
         sync
         sleep "$PAUSE"
@@ -157,7 +157,7 @@ for round in $(seq "$SAVES"); do
         end=$EPOCHREALTIME
         [[ $(info "$port" persistence rdb_last_bgsave_status) == ok ]] || { echo "$v: BGSAVE failed" >&2; exit 1; }
         fork_usec=$(info "$port" stats latest_fork_usec)
-        dir=$TMP/redis; [[ $v == snapshot ]] && dir=$TMP/store
+        dir=$TMP/redis; [[ $v == snapshot* ]] && dir=$TMP/store
         files=("$dir"/*)
         ((${#files[@]} == 1)) || { echo "$v: expected one file in $dir: ${files[*]}" >&2; exit 1; }
         size=$(stat -c %s "${files[0]}")
@@ -166,6 +166,11 @@ for round in $(seq "$SAVES"); do
     done
 done
 redis-cli -p "$REDIS_PORT" CONFIG SET rdbcompression yes >/dev/null
+if command -v redis-check-rdb >/dev/null; then
+    redis-check-rdb "$TMP"/store/dump.rdb | grep -q 'RDB looks OK' ||
+        { echo "store-vs-redis.sh: redis-check-rdb rejects the store's file" >&2; exit 1; }
+    echo "# redis-check-rdb: the store's last file (last variant: $v) looks OK"
+fi
 python3 - "$SV" <<'PY'
 import csv, statistics as st, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
@@ -186,6 +191,13 @@ for s in dict.fromkeys(r["server"] for r in rows):
     print(f"| {s} | {len(rs)} | {st.median(f):.0f} ({min(f)}–{max(f)}) | {st.median(t):.2f} ({min(t):.2f}–{max(t):.2f}) "
           f"| {st.median(r['mib'] for r in rs):.0f} | {st.median(r['mib'] / r['secs'] for r in rs):.0f} "
           f"| {st.median(int(r['keys']) / r['secs'] for r in rs):.0f} |")
+print()
+print("| paired per-round ratio of save times | median (min–max) |")
+print("|---|---|")
+for mine, theirs in (("snapshot", "redis"), ("snapshot-nocomp", "redis-nocomp")):
+    t = {r["round"]: r["secs"] for r in rows if r["server"] == theirs}
+    q = [r["secs"] / t[r["round"]] for r in rows if r["server"] == mine]
+    print(f"| {mine} / {theirs} | {st.median(q):.3f} ({min(q):.3f}–{max(q):.3f}) |")
 PY
 echo
 echo "# done $(date -u +%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,8 +6,8 @@
 //!   like Redis's `ae`). No locks guard the data because no other thread touches it.
 //! - That same thread forks for BGSAVE ([`persist`]). The child therefore never needs a lock
 //!   another thread could have held at the fork instant, and runs no async runtime: it walks
-//!   its copy-on-write view of the table, writes `temp-<pid>.snap` ([`snapfile`]) with an
-//!   fdatasync every 32 MB, fsyncs,
+//!   its copy-on-write view of the table, writes `temp-<pid>.rdb` ([`snapfile`], in the RDB format
+//!   of Redis: [`rdb`]) with an fdatasync every 32 MB, fsyncs,
 //!   renames it over the snapshot, fsyncs the directory, reports its COW size (Private_Dirty)
 //!   over a pipe and `_exit`s. The parent keeps serving and reaps it with `waitpid(WNOHANG)`.
 //! - The dataset (records and hash table) lives in an mmap arena ([`arena`]) whose page size is
@@ -23,6 +23,7 @@ pub mod glob;
 pub mod info;
 pub mod latency;
 pub mod persist;
+pub mod rdb;
 pub mod resp;
 pub mod server;
 pub mod snapfile;
@@ -58,8 +59,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "4k")]
     pub pages: PagesMode,
     /// File name of the snapshot inside --dir (a name, not a path); it is loaded at start if present.
-    #[arg(long, default_value = "dump.snap", value_parser = parse_dbfilename)]
+    #[arg(long, default_value = "dump.rdb", value_parser = parse_dbfilename)]
     pub dbfilename: String,
+    /// As Redis's `rdbcompression`: yes LZF-compresses strings longer than 20 bytes in the
+    /// snapshot (smaller file, slower save), no writes them as they are.
+    #[arg(long, default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub rdbcompression: bool,
     /// Who may run DEBUG (it can fill the memory): no one, everyone, or clients connected
     /// from a loopback address (the default, like Redis's `enable-debug-command local`).
     #[arg(long, value_enum, default_value = "local")]
@@ -125,6 +130,15 @@ fn check_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Redis's boolean config values.
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("{s:?}: expected yes or no")),
+    }
+}
+
 /// Extra lines for INFO persistence (the COW tracer adds its figures when attached).
 pub trait InfoSource: Send {
     /// Appends complete lines, each `name:value\r\n`.
@@ -185,10 +199,12 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
 
     let poll = mio::Poll::new().context("epoll_create")?;
     let registry = poll.registry().try_clone().context("epoll registry")?;
+    let mut persist = persist::Persist::new(dir, args.dbfilename.clone(), save_points);
+    persist.rdbcompression = args.rdbcompression;
     let st = commands::State {
         table,
         mode: args.pages,
-        persist: persist::Persist::new(dir, args.dbfilename.clone(), save_points),
+        persist,
         stats: commands::Stats::new(),
         latency: Default::default(),
         requirepass: args.requirepass.clone(),

@@ -68,6 +68,8 @@ struct Child {
 pub struct Persist {
     pub dir: PathBuf,
     pub dbfilename: String,
+    /// Redis's `rdbcompression`: LZF-compress long strings in the snapshot.
+    pub rdbcompression: bool,
     pub save_points: Vec<SavePoint>,
     /// Writes since the last successful save (rdb_changes_since_last_save).
     pub dirty: u64,
@@ -100,6 +102,7 @@ impl Persist {
         Persist {
             dir,
             dbfilename,
+            rdbcompression: true,
             save_points,
             dirty: 0,
             dirty_at_fork: 0,
@@ -139,7 +142,14 @@ impl Persist {
     pub fn save(&mut self, table: &Table) -> Result<()> {
         let t = Instant::now();
         let dest = self.dest();
-        let r = snapfile::write(table, &self.dir, &dest, &mut self.buf, &mut |_| {});
+        let r = snapfile::write(
+            table,
+            &self.dir,
+            &dest,
+            &mut self.buf,
+            self.rdbcompression,
+            &mut |_| {},
+        );
         self.last_bgsave_ok = r.is_ok();
         let n = r?;
         self.dirty = 0;
@@ -178,7 +188,14 @@ impl Persist {
         if pid == 0 {
             drop(rfd);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child_main(table, &self.dir, &dest, &mut self.buf, wfd.as_raw_fd())
+                child_main(
+                    table,
+                    &self.dir,
+                    &dest,
+                    &mut self.buf,
+                    self.rdbcompression,
+                    wfd.as_raw_fd(),
+                )
             }))
             .unwrap_or(3);
             // SAFETY: leave without running the parent's atexit handlers or destructors.
@@ -387,6 +404,7 @@ fn child_main(
     dir: &std::path::Path,
     dest: &std::path::Path,
     buf: &mut Vec<u8>,
+    compress: bool,
     fd: RawFd,
 ) -> i32 {
     // SAFETY: plain syscalls in the child: default signal actions (the parent's handlers write
@@ -423,7 +441,7 @@ fn child_main(
         }
         send(fd, MSG_PROGRESS, cow, keys);
     };
-    match snapfile::write(table, dir, dest, buf, &mut progress) {
+    match snapfile::write(table, dir, dest, buf, compress, &mut progress) {
         Ok(n) => {
             send(fd, MSG_DONE, private_dirty(), n);
             0

@@ -1,31 +1,21 @@
-//! The snapshot file format, its writer and its loader.
+//! The snapshot file: writing it safely and loading it. Its format is RDB ([`crate::rdb`]).
 //!
-//! ```text
-//! header   "SNAPSTOR" (8) | version u32 LE (=1) | flags u32 LE (=0)
-//! record   0x01 | expire_ms i64 LE (0 = none) | key_len u32 LE | key | val_len u32 LE | value
-//! end      0xFF | record count u64 LE
-//! trailer  CRC-32 (IEEE, crc32fast) u32 LE over every byte before it
-//! ```
-//! The writer writes `temp-<pid>.snap`, fsyncs it, renames it over the snapshot and fsyncs the
+//! The writer creates `temp-<pid>.rdb` (a fresh inode, never through a link, mode 0600), writes
+//! it with an fdatasync every 32 MB, fsyncs it, renames it over the snapshot and fsyncs the
 //! directory, so the snapshot path always holds a complete file. The loader checks everything
 //! and reports the byte offset of the first problem; the caller never serves a partial load.
 
+use crate::rdb;
 use crate::table::{Expire, Table};
 use anyhow::{Context, Result};
 use std::fs::File;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
-const MAGIC: &[u8; 8] = b"SNAPSTOR";
-const VERSION: u32 = 1;
-const TAG_REC: u8 = 0x01;
-const TAG_END: u8 = 0xFF;
 
 /// Called every 1024 records with the count written so far (progress / COW sampling).
 pub type Progress<'a> = &'a mut dyn FnMut(u64);
 
 pub fn temp_path(dir: &Path, pid: u32) -> PathBuf {
-    dir.join(format!("temp-{pid}.snap"))
+    dir.join(format!("temp-{pid}.rdb"))
 }
 
 /// Bytes written between two fdatasync() calls while a snapshot is written, like Redis's
@@ -55,51 +45,29 @@ fn create_temp(path: &Path) -> std::io::Result<File> {
     }
 }
 
-/// Writes to the file, with an fdatasync every [`FSYNC_EVERY`] bytes.
+/// The temp file, with an fdatasync every [`FSYNC_EVERY`] bytes written.
 struct SyncingFile {
     file: File,
     unsynced: u64,
 }
 
-impl SyncingFile {
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(b)?;
-        self.unsynced += b.len() as u64;
+impl std::io::Write for SyncingFile {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(b)?;
+        self.unsynced += n as u64;
         if self.unsynced >= FSYNC_EVERY {
             self.file.sync_data()?;
             self.unsynced = 0;
         }
-        Ok(())
-    }
-}
-
-struct CrcWriter<'a> {
-    file: SyncingFile,
-    buf: &'a mut Vec<u8>,
-    crc: crc32fast::Hasher,
-}
-
-impl CrcWriter<'_> {
-    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
-        if self.buf.len() + b.len() > self.buf.capacity() {
-            self.flush()?;
-            if b.len() > self.buf.capacity() {
-                self.crc.update(b);
-                return self.file.write_all(b);
-            }
-        }
-        self.buf.extend_from_slice(b);
-        Ok(())
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.crc.update(self.buf);
-        self.file.write_all(self.buf)?;
-        self.buf.clear();
-        Ok(())
+        self.file.flush()
     }
 }
 
-/// Writes the table to `dir/temp-<pid>.snap` then renames it to `dest`.
+/// Writes the table to `dir/temp-<pid>.rdb` then renames it to `dest`; `compress` is
+/// Redis's `rdbcompression`.
 /// `buf` is a preallocated buffer (the fork child must not depend on the parent's allocations).
 /// On error the temp file is removed and `dest` is untouched.
 pub fn write(
@@ -107,10 +75,11 @@ pub fn write(
     dir: &Path,
     dest: &Path,
     buf: &mut Vec<u8>,
+    compress: bool,
     progress: Progress,
 ) -> Result<u64> {
     let tmp = temp_path(dir, std::process::id());
-    let r = write_inner(table, &tmp, dest, dir, buf, progress);
+    let r = write_inner(table, &tmp, dest, dir, buf, compress, progress);
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -123,43 +92,21 @@ fn write_inner(
     dest: &Path,
     dir: &Path,
     buf: &mut Vec<u8>,
+    compress: bool,
     progress: Progress,
 ) -> Result<u64> {
     let file = create_temp(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    buf.clear();
-    let mut w = CrcWriter {
-        file: SyncingFile { file, unsynced: 0 },
-        buf,
-        crc: crc32fast::Hasher::new(),
-    };
-    let mut n: u64 = 0;
+    let file = SyncingFile { file, unsynced: 0 };
     let io =
         |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
-    w.put(MAGIC).map_err(io)?;
-    w.put(&VERSION.to_le_bytes()).map_err(io)?;
-    w.put(&0u32.to_le_bytes()).map_err(io)?;
-    table.for_each(|k, v, exp| -> Result<()> {
-        let mut hdr = [0u8; 13];
-        hdr[0] = TAG_REC;
-        hdr[1..9].copy_from_slice(&exp.to_le_bytes());
-        hdr[9..13].copy_from_slice(&(k.len() as u32).to_le_bytes());
-        w.put(&hdr).map_err(io)?;
-        w.put(k).map_err(io)?;
-        w.put(&(v.len() as u32).to_le_bytes()).map_err(io)?;
-        w.put(v).map_err(io)?;
-        n += 1;
-        if n.is_multiple_of(1024) {
-            progress(n);
-        }
-        Ok(())
-    })?;
-    w.put(&[TAG_END]).map_err(io)?;
-    w.put(&n.to_le_bytes()).map_err(io)?;
-    w.flush().map_err(io)?;
-    let crc = w.crc.clone().finalize();
-    w.file.write_all(&crc.to_le_bytes()).map_err(io)?;
-    w.file.file.sync_all().map_err(io)?;
-    drop(w);
+    let info = rdb::SaveInfo {
+        compress,
+        ctime: crate::table::now_ms() / 1000,
+        used_mem: table.arena().live_bytes() as u64,
+    };
+    let (n, file) = rdb::write_table(table, file, buf, &info, progress).map_err(io)?;
+    file.file.sync_all().map_err(io)?;
+    drop(file);
     std::fs::rename(tmp, dest)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     File::open(dir)
@@ -168,65 +115,8 @@ fn write_inner(
     Ok(n)
 }
 
-/// Reader that tracks the offset and the CRC of everything read.
-struct Src<R> {
-    r: R,
-    off: u64,
-    crc: crc32fast::Hasher,
-    size: u64,
-    path: PathBuf,
-}
-
-impl<R: Read> Src<R> {
-    fn fail(&self, at: u64, what: impl std::fmt::Display) -> anyhow::Error {
-        anyhow::anyhow!(
-            "snapshot {}: {} at byte offset {} (file is {} bytes)",
-            self.path.display(),
-            what,
-            at,
-            self.size
-        )
-    }
-    fn take(&mut self, out: &mut [u8], what: &str) -> Result<()> {
-        let at = self.off;
-        if self.off + out.len() as u64 > self.size {
-            return Err(self.fail(at, format!("truncated file: {what} runs past the end")));
-        }
-        self.r
-            .read_exact(out)
-            .map_err(|e| self.fail(at, format!("read error in {what}: {e}")))?;
-        self.crc.update(out);
-        self.off += out.len() as u64;
-        Ok(())
-    }
-    /// A length-prefixed field of record `n`, checked against the file's size
-    /// before anything is allocated for it.
-    fn bytes(&mut self, out: &mut Vec<u8>, what: &str, n: u64) -> Result<()> {
-        let at = self.off;
-        let len = self.u32(&format!("{what} length"))? as u64;
-        if self.off + len > self.size {
-            return Err(self.fail(
-                at,
-                format!("truncated file: {what} length {len} of record {n} runs past the end"),
-            ));
-        }
-        out.resize(len as usize, 0);
-        self.take(out, what)
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        let mut b = [0u8; 4];
-        self.take(&mut b, what)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        let mut b = [0u8; 8];
-        self.take(&mut b, what)?;
-        Ok(u64::from_le_bytes(b))
-    }
-}
-
-/// Loads `path` into `table`. Ok(None) if there is no file. Expired records are dropped.
+/// Loads `path` into `table`. Ok(None) if there is no file. Expired keys are dropped.
+/// Returns the number of keys in the file.
 pub fn load(path: &Path, table: &mut Table, now: i64) -> Result<Option<u64>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -237,75 +127,29 @@ pub fn load(path: &Path, table: &mut Table, now: i64) -> Result<Option<u64>> {
         .metadata()
         .with_context(|| format!("stat of snapshot {}", path.display()))?
         .len();
-    let mut s = Src {
-        r: std::io::BufReader::with_capacity(1 << 20, file),
-        off: 0,
-        crc: crc32fast::Hasher::new(),
-        size,
-        path: path.to_path_buf(),
-    };
-    let mut magic = [0u8; 8];
-    s.take(&mut magic, "header")?;
-    if &magic != MAGIC {
-        return Err(s.fail(0, "bad magic (not a snapshot-store snapshot)"));
-    }
-    let v = s.u32("header version")?;
-    if v != VERSION {
-        return Err(s.fail(
-            8,
-            format!("unsupported version {v} (this build reads {VERSION})"),
-        ));
-    }
-    s.u32("header flags")?;
-    let mut n: u64 = 0;
-    let mut key = Vec::new();
-    let mut val = Vec::new();
-    loop {
-        let at = s.off;
-        let mut tag = [0u8];
-        s.take(&mut tag, "record tag")?;
-        match tag[0] {
-            TAG_REC => {}
-            TAG_END => break,
-            t => return Err(s.fail(at, format!("unknown record tag 0x{t:02x} (record {n})"))),
+    let mut put = |k: &[u8], v: &[u8], exp: Option<i64>| -> Result<(), String> {
+        if table.contains(k, now) {
+            return Err(format!("duplicate key \"{}\"", k.escape_ascii()));
         }
-        let exp = s.u64("expiry")? as i64;
-        s.bytes(&mut key, "key", n)?;
-        s.bytes(&mut val, "value", n)?;
-        n += 1;
-        if exp != 0 && exp <= now {
-            continue;
-        }
-        let e = if exp == 0 {
-            Expire::Clear
-        } else {
-            Expire::At(exp)
+        let e = match exp {
+            Some(at) if at <= now => return Ok(()),
+            Some(at) => Expire::At(at),
+            None => Expire::Clear,
         };
         table
-            .set(&key, &val, e, now)
-            .map_err(|_| anyhow::anyhow!("out of memory loading snapshot {}", path.display()))?;
-    }
-    let at = s.off;
-    let count = s.u64("record count")?;
-    if count != n {
-        return Err(s.fail(
-            at,
-            format!("record count says {count} but {n} records were read"),
-        ));
-    }
-    let computed = s.crc.clone().finalize();
-    let at = s.off;
-    let stored = s.u32("checksum")?;
-    if stored != computed {
-        return Err(s.fail(
-            at,
-            format!("checksum mismatch: stored {stored:08x}, computed {computed:08x}"),
-        ));
-    }
-    if s.off != s.size {
-        return Err(s.fail(s.off, "trailing bytes after the checksum"));
-    }
-    Ok(Some(n))
+            .set(k, v, e, now)
+            .map_err(|_| "out of memory for the dataset".to_string())
+    };
+    let r = std::io::BufReader::with_capacity(1 << 20, file);
+    let sum = rdb::decode::decode(r, size, &mut put).map_err(|e| {
+        anyhow::anyhow!(
+            "snapshot {}: {} at byte offset {} (file is {size} bytes)",
+            path.display(),
+            e.msg,
+            e.offset
+        )
+    })?;
+    Ok(Some(sum.keys))
 }
 
 #[cfg(test)]
@@ -316,7 +160,7 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("d.snap");
+        let dest = dir.path().join("d.rdb");
         let mut t = Table::new(PagesMode::Small).unwrap();
         for i in 0..5000 {
             t.set(
@@ -329,7 +173,7 @@ mod tests {
         }
         let mut buf = Vec::with_capacity(4096);
         assert_eq!(
-            write(&t, dir.path(), &dest, &mut buf, &mut |_| {}).unwrap(),
+            write(&t, dir.path(), &dest, &mut buf, true, &mut |_| {}).unwrap(),
             5000
         );
         let mut t2 = Table::new(PagesMode::Small).unwrap();
@@ -343,6 +187,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("offset"), "{e}");
+        bytes[100] ^= 1;
         bytes.truncate(bytes.len() - 7);
         std::fs::write(&dest, &bytes).unwrap();
         let e = load(&dest, &mut Table::new(PagesMode::Small).unwrap(), 1)

@@ -25,7 +25,7 @@ fn a_planted_temp_link_is_not_followed_and_snapshots_are_private() {
     // SAVE writes temp-<server pid>: plant that name as a link to a file we care about.
     let victim = dir.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    let link = dir.path().join(format!("temp-{}.snap", s.pid));
+    let link = dir.path().join(format!("temp-{}.rdb", s.pid));
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     assert_eq!(s.cli(&["save"]), "OK");
     assert_eq!(
@@ -73,9 +73,9 @@ fn world_writable_dir_and_path_dbfilename_are_refused() {
         let log = start_fails(dir.path(), &["--save", "", "--dbfilename", name]);
         assert!(log.contains("dbfilename can't be a path"), "{name}: {log}");
     }
-    let s = Server::start(dir.path(), &["--save", "", "--dbfilename", "mine.snap"]);
+    let s = Server::start(dir.path(), &["--save", "", "--dbfilename", "mine.rdb"]);
     assert_eq!(s.cli(&["save"]), "OK");
-    assert!(dir.path().join("mine.snap").is_file());
+    assert!(dir.path().join("mine.rdb").is_file());
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn bgsave_then_kill9_then_restart_restores_every_key() {
     assert_eq!(s.info_u64("persistence", "rdb_changes_since_last_save"), 0);
     assert!(s.info_u64("stats", "total_forks") >= 1);
     s.kill9();
-    assert!(dir.path().join("dump.snap").exists());
+    assert!(dir.path().join("dump.rdb").exists());
     assert!(!std::fs::read_dir(dir.path()).unwrap().any(|e| {
         e.unwrap()
             .file_name()
@@ -108,13 +108,13 @@ fn save_policy_starts_a_background_save() {
     assert_eq!(s.info_u64("persistence", "rdb_changes_since_last_save"), 2);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(
-        !dir.path().join("dump.snap").exists(),
+        !dir.path().join("dump.rdb").exists(),
         "2 changes < 3: no save yet"
     );
     assert_eq!(s.cli(&["set", "c", "3"]), "OK");
     s.wait_until("the policy's save", 30, || {
         s.info_u64("persistence", "rdb_changes_since_last_save") == 0
-            && dir.path().join("dump.snap").exists()
+            && dir.path().join("dump.rdb").exists()
     });
     assert!(s.info_u64("stats", "total_forks") >= 1);
     // CONFIG SET save "" turns it off.
@@ -137,14 +137,15 @@ fn start_fails(dir: &Path) -> String {
 #[test]
 fn corrupt_or_truncated_snapshot_stops_the_start() {
     let dir = tempdir();
-    let mut s = Server::start(dir.path(), &["--save", ""]);
-    // One big value: the middle of the file is value bytes, which only the checksum covers.
+    // One big value, uncompressed: the middle of the file is value bytes, which only the
+    // checksum covers.
+    let mut s = Server::start(dir.path(), &["--save", "", "--rdbcompression", "no"]);
     let big = "v".repeat(100_000);
     assert_eq!(s.cli(&["set", "big", &big]), "OK");
     assert_eq!(s.cli(&["set", "small", "1"]), "OK");
     assert_eq!(s.cli(&["save"]), "OK");
     s.kill9();
-    let path = dir.path().join("dump.snap");
+    let path = dir.path().join("dump.rdb");
     let good = std::fs::read(&path).unwrap();
     let shown = path.canonicalize().unwrap().display().to_string();
 
@@ -172,14 +173,21 @@ fn corrupt_or_truncated_snapshot_stops_the_start() {
     std::fs::write(&path, &good[..good.len() - 2]).unwrap();
     let log = start_fails(dir.path());
     assert!(
-        log.contains("truncated") && log.contains(&format!("byte offset {}", good.len() - 4)),
+        log.contains("truncated") && log.contains(&format!("byte offset {}", good.len() - 8)),
         "{log}"
     );
 
-    std::fs::write(&path, b"REDIS0011 not ours").unwrap();
+    std::fs::write(&path, b"SNAPSTOR not an RDB file").unwrap();
     let log = start_fails(dir.path());
     assert!(
         log.contains(&shown) && log.contains("bad magic") && log.contains("byte offset 0"),
+        "{log}"
+    );
+
+    std::fs::write(&path, b"REDIS0011 from a newer Redis").unwrap();
+    let log = start_fails(dir.path());
+    assert!(
+        log.contains("unsupported RDB version \"0011\"") && log.contains("byte offset 5"),
         "{log}"
     );
 
@@ -204,7 +212,7 @@ fn write_error_in_child_keeps_old_snapshot() {
     assert_eq!(s.cli(&["bgsave"]), "Background saving started");
     s.wait_no_child();
     assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "ok");
-    let path = dir.path().join("dump.snap");
+    let path = dir.path().join("dump.rdb");
     let old = std::fs::read(&path).unwrap();
 
     assert_eq!(s.cli(&["debug", "populate", "20000", "key", "100"]), "OK");

@@ -8,7 +8,7 @@ use std::io::Write;
 
 fn load_snapshot(dir: &std::path::Path) -> Table {
     let mut t = Table::new(PagesMode::Small).unwrap();
-    snapfile::load(&dir.join("dump.snap"), &mut t, 0)
+    snapfile::load(&dir.join("dump.rdb"), &mut t, 0)
         .unwrap()
         .expect("snapshot exists");
     t

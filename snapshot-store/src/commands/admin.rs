@@ -45,12 +45,17 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
 fn config_params(st: &State) -> Vec<(&'static str, String)> {
     vec![
         ("save", persist::format_save(&st.persist.save_points)),
         ("appendonly", "no".into()),
         ("dir", st.persist.dir.display().to_string()),
         ("dbfilename", st.persist.dbfilename.clone()),
+        ("rdbcompression", yes_no(st.persist.rdbcompression).into()),
         ("port", st.port.to_string()),
         ("bind", st.bind.clone()),
         ("databases", "1".into()),
@@ -78,23 +83,33 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
     } else if args.is(1, "set") && args.len() >= 4 && args.len().is_multiple_of(2) {
         for i in (2..args.len()).step_by(2) {
             let name = lossy(args.get(i));
-            if !args.is(i, "save") {
+            let value = std::str::from_utf8(args.get(i + 1)).ok();
+            // Redis's reasons for a refused value.
+            let (set, why) = if args.is(i, "save") {
+                let p = value.and_then(|s| persist::parse_save(s).ok());
+                (
+                    p.map(|p| st.persist.save_points = p),
+                    "Invalid save parameters",
+                )
+            } else if args.is(i, "rdbcompression") {
+                let b = value.and_then(|s| crate::parse_yes_no(s).ok());
+                (
+                    b.map(|b| st.persist.rdbcompression = b),
+                    "argument must be 'yes' or 'no'",
+                )
+            } else {
                 return resp::err(
                     out,
                     &format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"),
                 );
-            }
-            match std::str::from_utf8(args.get(i + 1))
-                .ok()
-                .and_then(|s| persist::parse_save(s).ok())
-            {
-                Some(p) => st.persist.save_points = p,
-                None => {
-                    return resp::err(
-                        out,
-                        "ERR CONFIG SET failed (possibly related to argument 'save') - Invalid save parameters",
-                    );
-                }
+            };
+            if set.is_none() {
+                return resp::err(
+                    out,
+                    &format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                    ),
+                );
             }
         }
         resp::ok(out);
