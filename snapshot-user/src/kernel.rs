@@ -151,6 +151,14 @@ impl Caps {
     }
 }
 
+/// This process's uid_map when it runs in a user namespace other than the
+/// initial one (whose map is the identity over all 2^32 ids).
+pub fn user_namespace() -> Option<String> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let map = map.split_whitespace().collect::<Vec<_>>().join(" ");
+    (map != "0 0 4294967295").then_some(map)
+}
+
 /// How `/sys/kernel/mm/transparent_hugepage/enabled` is set: `always`, `madvise` or `never`.
 pub fn thp_mode() -> Option<String> {
     let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;

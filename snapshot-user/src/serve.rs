@@ -22,7 +22,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.trace {
         // Attached, maps open: the store itself needs no capability, but a
         // port below 1024 needs CAP_NET_BIND_SERVICE to be bound next.
-        let keep = if args.store.port < 1024 { vec![caps::Capability::CAP_NET_BIND_SERVICE] } else { Vec::new() };
+        let keep = if (1..1024).contains(&args.store.port) { vec![caps::Capability::CAP_NET_BIND_SERVICE] } else { Vec::new() };
         privilege::drop_capabilities(&keep)?;
     }
     snapshot_store::serve(args.store, tracer)
