@@ -677,3 +677,33 @@ fn every_json_field_is_documented_in_the_readme() {
         assert!(readme.contains(&format!("`{reason}`")), "README lacks end_reason {reason}");
     }
 }
+
+#[test]
+fn demo_follows_no_link_planted_in_tmpdir() {
+    if !privileged("demo_follows_no_link_planted_in_tmpdir") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // As on hosts without the protection, so root follows another user's links.
+    let _links = Restore::set("/proc/sys/fs/protected_symlinks", "0");
+    let shared = temp_dir();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let private = temp_dir();
+    let victim = path(&private, "victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // The attacker (nobody) plants links under every name the next pids would give.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap();
+    for pid in last + 1..last + 3000 {
+        let link = shared.path().join(format!("snapshot-demo-{pid}.json"));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    }
+    let out = Command::new(SNAPSHOT).arg("demo").env("TMPDIR", shared.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("ground truth (pagemap frames)") && shown.contains("\ntotal: "), "{shown}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "root wrote through a planted link");
+    // Only the planted links are left: demo cleaned up its private directory.
+    assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 2999);
+}
