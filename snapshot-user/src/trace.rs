@@ -58,8 +58,16 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
     for p in report.processes.iter_mut().filter(|p| p.ppid == 0) {
         p.ppid = plan.ppids.get(&p.pid).copied().unwrap_or(0);
     }
-    finish(&mut plan, &report)?;
-    Ok(ExitCode::from(verdict(&args, &report, status)))
+    let status = verdict(&args, &report, status);
+    match finish(&mut plan, &report) {
+        Ok(()) => Ok(ExitCode::from(status)),
+        // The report is lost: say so, and never exit 0 for it; a failing
+        // command's status or the budget's verdict still comes through.
+        Err(error) => {
+            note(&crate::error_text(&error));
+            Ok(ExitCode::from(if status == 0 { 1 } else { status }))
+        }
+    }
 }
 
 /// Checks the arguments and opens the outputs before tracing starts.

@@ -452,6 +452,15 @@ fn sigterm_and_sighup_are_passed_on_and_the_report_written() {
         assert_eq!((&sleep["comm"], &sleep["exited"]), (&"sleep".into(), &true.into()), "{report:#}");
         assert!(ids.iter().all(|&id| !attached(id)), "programs left attached: {ids:?}");
     }
+    // Without a command, SIGTERM ends tracing with the report and status 0.
+    let dir = temp_dir();
+    let report = path(&dir, "r.json");
+    let tracer = start_tracer(&["--all", "--json", report.to_str().unwrap()]);
+    // SAFETY: kill has no memory effects.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) }, 0);
+    let out = finish(tracer);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&report)["schema_version"], 1);
 }
 
 #[test]
@@ -554,6 +563,16 @@ fn a_closed_stdout_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("snapshot: writing stdout: Broken pipe") && !err.contains("panicked"), "{err}");
     assert!(err.contains("\ntotal: "), "the table still reaches stderr: {err}");
+    // A failing command keeps its status even so.
+    let mut tracer = Command::new(SNAPSHOT)
+        .args(["trace", "--json", "-", "--", "sh", "-c", "sleep 0.5; exit 4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(tracer.stdout.take());
+    let out = finish(tracer);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
 }
 
 #[test]
