@@ -81,10 +81,20 @@ pub fn drop_capabilities(keep: &[Capability]) -> Result<()> {
     Ok(())
 }
 
-/// What snapshot keeps while tracing: nothing, or CAP_KILL to pass signals
-/// on to a command that runs as another user.
+/// What snapshot keeps while tracing: CAP_KILL to pass signals on to a
+/// command that runs as another user, and CAP_BPF where the kernel wants it
+/// to read maps.
 pub fn kept_while_tracing(command_as_other_user: bool) -> Vec<Capability> {
-    if command_as_other_user { vec![Capability::CAP_KILL] } else { Vec::new() }
+    let mut keep = kept_to_read_maps();
+    if command_as_other_user {
+        keep.push(Capability::CAP_KILL);
+    }
+    keep
+}
+
+/// Nothing since Linux 6.5; CAP_BPF before, unless unprivileged BPF is allowed.
+pub fn kept_to_read_maps() -> Vec<Capability> {
+    if crate::kernel::map_reads_need_cap_bpf() { vec![Capability::CAP_BPF] } else { Vec::new() }
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.trace {
         // Attached, maps open: the store itself needs no capability, but a
         // port below 1024 needs CAP_NET_BIND_SERVICE to be bound next.
-        let keep = if (1..1024).contains(&args.store.port) { vec![caps::Capability::CAP_NET_BIND_SERVICE] } else { Vec::new() };
+        let mut keep = privilege::kept_to_read_maps();
+        if (1..1024).contains(&args.store.port) {
+            keep.push(caps::Capability::CAP_NET_BIND_SERVICE);
+        }
         privilege::drop_capabilities(&keep)?;
     }
     snapshot_store::serve(args.store, tracer)
