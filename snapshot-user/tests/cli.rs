@@ -217,6 +217,13 @@ fn many_short_lived_processes_do_not_fill_the_maps() {
     assert!(err.lines().any(|l| l.contains("copies") && l.contains("live procs")), "{err}");
 }
 
+/// Ends a trace without a command as Ctrl-C would, and waits for its report.
+fn stop(tracer: std::process::Child) -> std::process::Output {
+    // SAFETY: kill has no memory effects.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    finish(tracer)
+}
+
 /// The output of a child, with stderr read to the end.
 fn finish(child: std::process::Child) -> std::process::Output {
     child.wait_with_output().expect("waiting for snapshot")
@@ -326,10 +333,11 @@ fn capabilities_are_dropped_and_the_command_runs_as_the_invoker() {
     // --all: still counts (the maps are read without any capability).
     let dir = temp_dir();
     let report = path(&dir, "r.json");
-    let tracer = start_tracer(&["--all", "--duration", "2s", "--json", report.to_str().unwrap()]);
+    let tracer = start_tracer(&["--all", "--json", report.to_str().unwrap()]);
     assert_eq!(cap_eff(tracer.id()), vec![0]);
     let _ = snapshot(&["workload", "--pages", "300", "--truth", "/dev/null"]);
-    assert!(finish(tracer).status.success());
+    let out = stop(tracer);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let copies: u64 = json(&report)["processes"].as_array().unwrap().iter().map(|p| p["cow_copies"].as_u64().unwrap()).sum();
     assert!(copies >= 300, "{copies}");
 }
@@ -460,6 +468,7 @@ fn sigterm_and_sighup_are_passed_on_and_the_report_written() {
     assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) }, 0);
     let out = finish(tracer);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("\ntotal: "), "{}", text(&out.stderr));
     assert_eq!(json(&report)["schema_version"], 1);
 }
 
@@ -654,10 +663,10 @@ fn all_reports_the_parents_of_processes_that_ran_before() {
     let report = path(&dir, "r.json");
     // Started before tracing, works and exits during it.
     let mut early = waiting_workload(200);
-    let tracer = start_tracer(&["--all", "--duration", "3s", "--json", report.to_str().unwrap()]);
+    let tracer = start_tracer(&["--all", "--json", report.to_str().unwrap()]);
     drop(early.stdin.take());
     assert!(early.wait().unwrap().success());
-    assert!(finish(tracer).status.success());
+    assert!(stop(tracer).status.success());
     let report = json(&report);
     let me = report["processes"].as_array().unwrap().iter().find(|p| p["pid"] == early.id()).expect("the early process");
     assert_eq!(me["exited"], true, "{me}");
