@@ -70,6 +70,10 @@ fn run(task: Task) -> Result<ExitCode> {
             let status = cargo(&tools)
                 .args(["test", "--release"])
                 .args(&args)
+                // Under sudo, `snapshot trace` runs commands as the invoking
+                // user; the tests' commands write into root's temp dirs.
+                .env_remove("SUDO_UID")
+                .env_remove("SUDO_GID")
                 .status()
                 .context("running cargo test")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
