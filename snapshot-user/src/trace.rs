@@ -52,9 +52,7 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let Some((mut report, status)) = runtime.block_on(trace(loaded, &args, &plan))? else {
-        return Ok(ExitCode::SUCCESS);
-    };
+    let (mut report, status) = runtime.block_on(trace(loaded, &args, &plan))?;
     for p in report.processes.iter_mut().filter(|p| p.ppid == 0) {
         p.ppid = plan.ppids.get(&p.pid).copied().unwrap_or(0);
     }
@@ -132,9 +130,9 @@ pub fn verdict(args: &TraceArgs, report: &Report, status: u8) -> u8 {
 /// The signals snapshot handles, read from a signalfd so it learns who sent them.
 const HANDLED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
-/// Traces until the end; None when the command could not even start (its
-/// status was already decided and the reason printed).
-async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<Option<(Report, u8)>> {
+/// Traces until the end: the report and the command's status. A command that
+/// could not start is a `CommandFailed` error carrying its status.
+async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Report, u8)> {
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -193,7 +191,7 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<Opti
     };
     collector.drain(ring.get_mut());
     let report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
-    Ok(Some((report, status)))
+    Ok((report, status))
 }
 
 /// The command could not be run: its shell status, the reason already said.
