@@ -7,6 +7,7 @@ use comfy_table::{Table, presets::NOTHING};
 use crate::{
     kernel::{self, Caps, PROBES},
     loader::{self, Selection},
+    output::{Sink, note},
 };
 
 pub fn run() -> Result<ExitCode> {
@@ -32,11 +33,20 @@ pub fn run() -> Result<ExitCode> {
         yes_no(caps.perfmon)
     );
     table.add_row(["capabilities", yes_no(caps.can_trace()), &caps_text]);
-    if !caps.can_trace() {
-        println!("{table}");
-        caps.require_tracing()?;
+    if let Some(map) = kernel::user_namespace() {
+        table.add_row(["user namespace", "yes", &format!("uid_map {map}: capabilities here do not reach the kernel's BPF")]);
     }
-    let mut loaded = loader::load(&Selection::default())?;
+    // The table shows what is there even when tracing is impossible.
+    let loaded = caps.require_tracing().and_then(|()| loader::load(&Selection::default()));
+    let mut loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            table.add_row(["load programs", "FAILED", "see below"]);
+            print(&table)?;
+            note(&format!("cannot trace here: {}", crate::error_text(&error)));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let fentry = match loader::try_fentry(&mut loaded.ebpf) {
         Ok(()) => "yes".to_string(),
         // Keep the syscall's answer, drop the (empty) verifier log.
@@ -50,15 +60,19 @@ pub fn run() -> Result<ExitCode> {
         };
         table.add_row([format!("probe {name}"), state, detail]);
     }
-    println!("{table}");
+    print(&table)?;
     match loaded.path() {
         Some(path) => {
-            println!("\ntracing path: {}", path.name());
+            Sink::Stdout.write(|out| writeln!(out, "\ntracing path: {}", path.name()))?;
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("snapshot: cannot trace here: {}", loaded.failures().join("; "));
+            note(&format!("cannot trace here: {}", loaded.failures().join("; ")));
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn print(table: &Table) -> Result<()> {
+    Sink::Stdout.write(|out| writeln!(out, "{table}"))
 }

@@ -1,5 +1,5 @@
 //! Command line.
-use std::path::PathBuf;
+use std::{io::Write as _, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -10,10 +10,10 @@ pub const BUDGET_EXCEEDED: u8 = 99;
 /// per fork and per page size, and runs a fork-snapshotting key-value store
 /// to explain them.
 #[derive(Parser, Debug)]
-#[command(name = "snapshot", version, propagate_version = true)]
+#[command(name = "snapshot", version, propagate_version = true, arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
@@ -29,7 +29,8 @@ pub enum Command {
     /// A forking program that writes pages and prints the copies it caused,
     /// measured from /proc/self/pagemap (the ground truth tests compare with).
     Workload(WorkloadArgs),
-    /// Trace the built-in forking workload and print the report (the default).
+    /// Trace the built-in forking workload and print the report beside its
+    /// own pagemap count (what `cargo xtask run` shows).
     Demo,
 }
 
@@ -43,35 +44,102 @@ pub struct ServeArgs {
     pub trace: bool,
 }
 
-#[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("target").required(true).args(["pid", "comm", "all", "command"]))]
+/// Where the report goes, and why: see `after_long_help`.
+const TRACE_OUTPUT: &str = "\
+Output: the report goes to stderr (like perf stat, strace and time), or to the file given
+with -o/--output, so the traced command's stdout stays the command's alone; --json adds
+the report as JSON (`-` for stdout). Progress notes and --interval lines go to stderr.
+
+Signals: SIGINT, SIGTERM and SIGHUP sent to snapshot alone are passed on to the command
+(a terminal's Ctrl-C reaches both already); the report is written when the command exits.
+A second SIGINT stops tracing at once and leaves the command running (exit status 130).
+
+Exit status: the command's (128+N when signal N killed it, 127 when it was not found,
+126 when it could not be run), 99 when --budget is exceeded, 1 when snapshot failed,
+2 for a usage error.";
+
+#[derive(Args, Debug, Default)]
+#[command(
+    group = clap::ArgGroup::new("target").required(true).args(["pid", "comm", "all", "command"]),
+    override_usage = "snapshot trace [OPTIONS] -- CMD [ARGS]...\n       \
+                      snapshot trace [OPTIONS] --pid PID | --comm NAME | --all",
+    after_long_help = TRACE_OUTPUT,
+)]
 pub struct TraceArgs {
-    /// Trace this running process and the processes it forks from now on.
-    #[arg(long, short)]
+    /// Trace this running process and the processes it forks from now on
+    /// (a thread's id is resolved to its process).
+    #[arg(long, short, value_name = "PID")]
     pub pid: Option<u32>,
     /// Trace processes with this name: running ones, and those that exec it later.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
     /// Trace every process on the machine.
     #[arg(long)]
     pub all: bool,
-    /// Stop after this many seconds (default: when the command exits, or Ctrl-C).
-    #[arg(long, short, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Print a line of totals every SECS seconds.
-    #[arg(long, short, value_name = "SECS")]
-    pub interval: Option<f64>,
-    /// Write the final report as JSON to PATH (schema in the README).
+    /// Stop after this long: 10 (seconds), 1.5s, 500ms, 2m. With a command,
+    /// it is sent SIGTERM then, like perf stat --timeout, and its status is kept.
+    #[arg(long, short, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print a line of totals to stderr every TIME (as for --duration).
+    #[arg(long, short, value_name = "TIME", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Write the report table to FILE instead of stderr (`-` for stdout).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the report as JSON to PATH (`-` for stdout; schema in the README).
+    /// Opened before tracing starts.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Fail (exit status 99) when the traced processes copied more than
     /// BYTES, e.g. 64MiB or 1GiB: a CI gate on snapshot cost.
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub budget: Option<u64>,
+    /// Run the command as USER (name or uid), like strace -u. Default: the
+    /// user who ran sudo (SUDO_UID) when started through sudo, else unchanged.
+    /// `-u root` keeps root under sudo.
+    #[arg(long, short, value_name = "USER")]
+    pub user: Option<String>,
     /// Run this command and trace it and everything it forks until it exits.
     /// Its exit status becomes snapshot's.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// A positive, finite time: a bare number of seconds or a humantime
+/// duration such as 500ms, 1.5s or 2m.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str = "expected a positive time such as 10 (seconds), 1.5s, 500ms or 2m";
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range: {HINT}"))?,
+        Err(_) => humantime::parse_duration(text).map_err(|e| format!("{e}: {HINT}"))?,
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?} is zero: {HINT}"));
+    }
+    // Far beyond any trace; keeps deadline arithmetic from overflowing.
+    if duration > Duration::from_secs(100 * 365 * 24 * 3600) {
+        return Err(format!("{text:?} is more than 100 years: {HINT}"));
+    }
+    Ok(duration)
+}
+
+/// Prints clap's message (help, version or a usage error) and says how to
+/// trace a command when one was given without `--`. Never panics on a closed
+/// stdout or stderr.
+pub fn usage_error(error: clap::Error) -> std::process::ExitCode {
+    use clap::error::{ContextKind, ErrorKind};
+    let _ = error.print();
+    let stray = match (error.kind(), error.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(arg)) => Some(arg.to_string()),
+        _ => None,
+    };
+    let tracing = std::env::args().nth(1).is_some_and(|a| a == "trace");
+    if let Some(arg) = stray.filter(|a| tracing && !a.starts_with('-')) {
+        let arg = crate::report::escape(&arg);
+        let _ = writeln!(std::io::stderr(), "hint: put `--` before the command to trace: snapshot trace -- {arg} ...");
+    }
+    std::process::ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
 }
 
 fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -155,6 +223,19 @@ mod tests {
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
         assert!(parse_bytes("lots").unwrap_err().contains("expected a size"));
+    }
+
+    #[test]
+    fn durations_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "0s", "-5", "nan", "inf", "1e30", "1e300", "-1s", "soon", ""] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains("expected a positive time"), "{bad}: {err}");
+        }
     }
 
     #[test]

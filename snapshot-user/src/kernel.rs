@@ -151,6 +151,32 @@ impl Caps {
     }
 }
 
+/// Whether every bpf() call, map reads included, needs CAP_BPF here: before
+/// Linux 6.5 the unprivileged_bpf_disabled sysctl gated all commands, since
+/// then only creating maps and loading programs.
+pub fn map_reads_need_cap_bpf() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
+    release_before(&release, (6, 5)) && disabled.trim() != "0"
+}
+
+/// "6.4.0-150-generic" before (6, 5)? Unparsable releases count as old.
+fn release_before(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => true,
+    }
+}
+
+/// This process's uid_map when it runs in a user namespace other than the
+/// initial one (whose map is the identity over all 2^32 ids).
+pub fn user_namespace() -> Option<String> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let map = map.split_whitespace().collect::<Vec<_>>().join(" ");
+    (map != "0 0 4294967295").then_some(map)
+}
+
 /// How `/sys/kernel/mm/transparent_hugepage/enabled` is set: `always`, `madvise` or `never`.
 pub fn thp_mode() -> Option<String> {
     let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
@@ -208,6 +234,15 @@ mod tests {
         assert_eq!(enum_value(&btf, "___GFP_ZERO_BIT").unwrap_or(8), 8);
         assert_eq!(enum_value(&btf, "___GFP_WRITE_BIT").unwrap_or(12), 12);
         assert_eq!(enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16), 16);
+    }
+
+    #[test]
+    fn kernel_releases_compare() {
+        assert!(release_before("6.4.16-generic", (6, 5)));
+        assert!(release_before("5.17.0", (6, 5)));
+        assert!(!release_before("6.5.0-1-amd64", (6, 5)));
+        assert!(!release_before("6.18.0", (6, 5)));
+        assert!(release_before("weird", (6, 5)));
     }
 
     #[test]

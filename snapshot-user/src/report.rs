@@ -1,13 +1,16 @@
 //! Collects what the programs counted (final records from the ring buffer,
 //! live ones from the maps) into one report: a table for people, JSON for tools.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::Write};
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, RingBuf};
 use serde::Serialize;
 use snapshot_common::{Event, ForkRecord, ORDERS, ProcStats, counter, end_reason, event_kind};
 
-use crate::loader::{Loaded, comm_string};
+use crate::loader::{Loaded, Path, comm_string};
+
+/// Bumped when a field changes meaning or goes away (new fields may appear).
+pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Process {
@@ -61,8 +64,12 @@ pub struct Health {
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
+    pub schema_version: u32,
     pub duration_s: f64,
-    pub tracing_path: String,
+    /// How the programs attached: a stable token, `btf_tracepoint` or `raw_tracepoint`.
+    pub tracing_path: Option<Path>,
+    /// The same for people.
+    pub tracing_path_text: String,
     pub processes: Vec<Process>,
     pub forks: Vec<Fork>,
     pub health: Health,
@@ -123,8 +130,10 @@ impl Collector {
         let mut forks: Vec<Fork> = forks.values().map(fork).collect();
         forks.sort_by_key(|f| f.start_ns);
         Ok(Report {
+            schema_version: SCHEMA_VERSION,
             duration_s,
-            tracing_path: loaded.path().map(|p| p.name().to_string()).unwrap_or_default(),
+            tracing_path: loaded.path(),
+            tracing_path_text: loaded.path().map(|p| p.name().to_string()).unwrap_or_default(),
             processes,
             forks,
             health: health(loaded)?,
@@ -206,8 +215,33 @@ pub fn human(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// The stable token for a tracing path, as in the JSON report.
+pub fn path_token(path: Option<Path>) -> &'static str {
+    match path {
+        Some(Path::BtfTracepoint) => "btf_tracepoint",
+        Some(Path::RawTracepoint) => "raw_tracepoint",
+        None => "none",
+    }
+}
+
+/// Text another user controls (a process name) made safe for a terminal, as
+/// ps does: control characters and bidirectional overrides become escapes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() || bidi => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The report as tables.
-pub fn print(report: &Report) {
+pub fn print(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     let mut procs = comfy_table::Table::new();
     procs.load_preset(comfy_table::presets::NOTHING).set_header([
         "PID", "PPID", "COMM", "COW_COPIES", "COW_BYTES", "BY_SIZE", "WP_REUSE", "ZERO_FILLS", "FAULTS",
@@ -217,7 +251,7 @@ pub fn print(report: &Report) {
         procs.add_row([
             p.pid.to_string(),
             p.ppid.to_string(),
-            format!("{}{}", p.comm, if p.exited { "" } else { " (live)" }),
+            format!("{}{}", escape(&p.comm), if p.exited { "" } else { " (live)" }),
             p.cow_copies.to_string(),
             human(p.cow_bytes),
             sizes.join(" "),
@@ -226,7 +260,7 @@ pub fn print(report: &Report) {
             p.faults.to_string(),
         ]);
     }
-    println!("{procs}");
+    writeln!(out, "{procs}")?;
     if !report.forks.is_empty() {
         let mut forks = comfy_table::Table::new();
         forks.load_preset(comfy_table::presets::NOTHING).set_header([
@@ -244,22 +278,25 @@ pub fn print(report: &Report) {
                 human(f.parent_bytes + f.child_bytes),
             ]);
         }
-        println!("\n{forks}");
+        writeln!(out, "\n{forks}")?;
     }
-    println!(
+    writeln!(
+        out,
         "\ntotal: {} copies, {} copied, in {:.1}s ({})",
         report.total_cow_copies(),
         human(report.total_cow_bytes()),
         report.duration_s,
-        report.tracing_path
-    );
+        report.tracing_path_text
+    )?;
     let h = &report.health;
     if h.procs_table_full + h.forks_table_full + h.pending_table_full + h.ring_full > 0 {
-        println!(
+        writeln!(
+            out,
             "warning: tables full, counts incomplete: procs {} forks {} pending {} ring {}",
             h.procs_table_full, h.forks_table_full, h.pending_table_full, h.ring_full
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,6 +309,15 @@ mod tests {
         assert_eq!(human(4096), "4.0 KiB");
         assert_eq!(human(2 << 20), "2.0 MiB");
         assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn names_cannot_drive_the_terminal() {
+        assert_eq!(escape("bash"), "bash");
+        assert_eq!(escape("\x1b[2J\x1b[31mEVIL\r"), "\\x1b[2J\\x1b[31mEVIL\\x0d");
+        assert_eq!(escape("a\\b"), "a\\\\b");
+        assert_eq!(escape("caf\u{e9}"), "caf\u{e9}");
+        assert_eq!(escape("\u{202e}txt\u{85}"), "\\u{202e}txt\\u{85}");
     }
 
     #[test]

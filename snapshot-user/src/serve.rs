@@ -10,7 +10,8 @@ use snapshot_store::InfoSource;
 use crate::{
     cli::ServeArgs,
     loader::{self, Loaded, Selection},
-    report::{Collector, Report},
+    privilege,
+    report::{self, Collector, Report},
 };
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -18,6 +19,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         true => Some(Box::new(Tracer::attach()?) as Box<dyn InfoSource>),
         false => None,
     };
+    if args.trace {
+        // Attached, maps open: the store itself needs no capability, but a
+        // port below 1024 needs CAP_NET_BIND_SERVICE to be bound next.
+        let mut keep = privilege::kept_to_read_maps();
+        if (1..1024).contains(&args.store.port) {
+            keep.push(caps::Capability::CAP_NET_BIND_SERVICE);
+        }
+        privilege::drop_capabilities(&keep)?;
+    }
     snapshot_store::serve(args.store, tracer)
 }
 
@@ -65,7 +75,7 @@ impl InfoSource for Tracer {
 fn lines(report: &Report, pid: u32, out: &mut String) {
     let mut field = |name: &str, value: String| out.push_str(&format!("tracer_{name}:{value}\r\n"));
     field("attached", "1".into());
-    field("path", report.tracing_path.clone());
+    field("path", report::path_token(report.tracing_path).to_string());
     if let Some(me) = report.processes.iter().find(|p| p.pid == pid) {
         field("cow_copies", me.cow_copies.to_string());
         field("cow_bytes", me.cow_bytes.to_string());

@@ -1,85 +1,164 @@
 //! `snapshot trace`: counts copies of the selected processes until the command
-//! exits, the duration ends or Ctrl-C, then reports.
+//! exits, the duration ends or a signal, then reports.
 use std::{
+    collections::HashMap,
+    io::Write as _,
+    os::fd::{FromRawFd as _, OwnedFd},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
+use nix::{
+    sys::{
+        signal::{SigSet, Signal, kill},
+        signalfd::{SfdFlags, SignalFd},
+    },
+    unistd::Pid,
+};
 use snapshot_common::ProcStats;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     cli::{BUDGET_EXCEEDED, TraceArgs},
     loader::{self, Loaded, Selection, comm_bytes},
-    report::{self, Collector, Report, human},
-    spawn,
+    output::{Sink, note},
+    privilege::{self, Identity},
+    report::{self, Collector, Report, escape, human},
+    spawn::{self, Started},
 };
 
+/// Exit status when a second SIGINT ends tracing: a shell's for SIGINT.
+const INTERRUPTED: u8 = 130;
+
+/// What was checked and opened before anything is traced.
+struct Plan {
+    identity: Option<Identity>,
+    table: Sink,
+    json: Option<Sink>,
+    /// `--pid` resolved to its process, with the thread it was given as.
+    target: Option<(u32, Option<u32>)>,
+    /// Parents of the processes running at the start (records of processes
+    /// that started before tracing carry none).
+    ppids: HashMap<u32, u32>,
+}
+
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
+    let mut plan = plan(&args)?;
     let selection = Selection { all: args.all, comm: args.comm.clone() };
     let loaded = loader::load_all(&selection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let (report, status) = runtime.block_on(trace(loaded, &args))?;
-    finish(&args, &report)?;
-    Ok(status)
+    let (mut report, status) = runtime.block_on(trace(loaded, &args, &plan))?;
+    for p in report.processes.iter_mut().filter(|p| p.ppid == 0) {
+        p.ppid = plan.ppids.get(&p.pid).copied().unwrap_or(0);
+    }
+    let status = verdict(&args, &report, status);
+    match finish(&mut plan, &report) {
+        Ok(()) => Ok(ExitCode::from(status)),
+        // The report is lost: say so, and never exit 0 for it; a failing
+        // command's status or the budget's verdict still comes through.
+        Err(error) => {
+            note(&crate::error_text(&error));
+            Ok(ExitCode::from(if status == 0 { 1 } else { status }))
+        }
+    }
 }
 
-/// Prints and saves the report; the budget decides the exit status.
-fn finish(args: &TraceArgs, report: &Report) -> Result<()> {
-    report::print(report);
-    if let Some(path) = &args.json {
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(file), report)
-            .with_context(|| format!("writing {}", path.display()))?;
+/// Checks the arguments and opens the outputs before tracing starts.
+fn plan(args: &TraceArgs) -> Result<Plan> {
+    if args.user.is_some() && args.command.is_empty() {
+        bail!("-u/--user sets who runs the command: give one after `--`");
+    }
+    let identity = match args.command.is_empty() {
+        true => None,
+        false => privilege::command_identity(args.user.as_deref())?,
+    };
+    let table = Sink::open(args.output.as_deref(), Sink::Stderr).context("-o/--output")?;
+    let json = args.json.as_deref().map(|p| Sink::open(Some(p), Sink::Stdout)).transpose().context("--json")?;
+    let target = args.pid.map(resolve_pid).transpose()?;
+    let ppids = if args.all || args.comm.is_some() { running_parents() } else { HashMap::new() };
+    Ok(Plan { identity, table, json, target, ppids })
+}
+
+/// A thread id becomes its process's id: the whole process is traced.
+fn resolve_pid(pid: u32) -> Result<(u32, Option<u32>)> {
+    let status = i32::try_from(pid)
+        .ok()
+        .and_then(|p| procfs::process::Process::new(p).and_then(|p| p.status()).ok())
+        .with_context(|| format!("--pid {pid}: no such process"))?;
+    let tgid = status.tgid as u32;
+    Ok((tgid, (tgid != pid).then_some(pid)))
+}
+
+fn running_parents() -> HashMap<u32, u32> {
+    let Ok(all) = procfs::process::all_processes() else { return HashMap::new() };
+    all.flatten().filter_map(|p| p.stat().ok()).map(|s| (s.pid as u32, s.ppid as u32)).collect()
+}
+
+/// Writes the table and the JSON; every write is checked.
+fn finish(plan: &mut Plan, report: &Report) -> Result<()> {
+    plan.table.write(|out| report::print(report, out))?;
+    if let Some(json) = &mut plan.json {
+        json.write(|out| {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        })?;
     }
     Ok(())
 }
 
 /// Exit status for a report: the budget's verdict, else the command's status.
-pub fn verdict(args: &TraceArgs, report: &Report, status: ExitCode) -> ExitCode {
+pub fn verdict(args: &TraceArgs, report: &Report, status: u8) -> u8 {
     match args.budget {
         Some(budget) if report.total_cow_bytes() > budget => {
-            eprintln!(
-                "snapshot: COW budget exceeded: copied {} ({} bytes) > budget {} ({budget} bytes)",
+            note(&format!(
+                "COW budget exceeded: copied {} ({} bytes) > budget {} ({budget} bytes)",
                 human(report.total_cow_bytes()),
                 report.total_cow_bytes(),
                 human(budget)
-            );
-            ExitCode::from(BUDGET_EXCEEDED)
+            ));
+            BUDGET_EXCEEDED
         }
         _ => status,
     }
 }
 
-async fn trace(mut loaded: Loaded, args: &TraceArgs) -> Result<(Report, ExitCode)> {
+/// The signals snapshot handles, read from a signalfd so it learns who sent them.
+const HANDLED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Traces until the end: the report and the command's status. A command that
+/// could not start is a `CommandFailed` error carrying its status.
+async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Report, u8)> {
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
+    let signals = watch_signals()?;
     let mut collector = Collector::default();
-    seed(&mut loaded, args)?;
-    let mut child = match args.command.as_slice() {
+    seed(&mut loaded, args, plan)?;
+    let child = match args.command.as_slice() {
         [] => None,
-        [program, rest @ ..] => {
-            let pid = spawn_traced(&mut loaded, program, rest)?;
-            Some(tokio::task::spawn_blocking(move || spawn::wait(pid)))
-        }
+        [program, rest @ ..] => match spawn_traced(&mut loaded, program, rest, plan.identity.as_ref())? {
+            Started::Running(pid) => Some(pid),
+            Started::Failed(status) => return Err(CommandFailed(status).into()),
+        },
     };
-    let watched = args.pid.map(|pid| nix::unistd::Pid::from_raw(pid as i32));
-    eprintln!("snapshot: tracing {} (Ctrl-C to stop)", describe(args));
+    // Attached, maps open, command started: from here on only map reads.
+    privilege::drop_capabilities(&privilege::kept_while_tracing(plan.identity.is_some()))?;
+    let child_exit = child.map(exit_watch).transpose()?;
+    let watched = plan.target.map(|(pid, _)| exit_watch(Pid::from_raw(pid as i32))).transpose()?;
+    note(&format!("tracing {} (Ctrl-C to stop)", describe(args, plan)));
     let start = Instant::now();
-    let period = Duration::from_secs_f64(args.interval.unwrap_or(3600.0).max(0.05));
+    let period = args.interval.unwrap_or(Duration::from_secs(3600));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9).max(0.0)));
+    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
-    let mut last_bytes = 0;
-    let mut status = ExitCode::SUCCESS;
-    loop {
+    let (mut last_bytes, mut interrupts, mut deadline_passed) = (0, 0, false);
+    let status = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("event ring")?;
@@ -90,31 +169,107 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs) -> Result<(Report, ExitCode
                 let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
                 print_interval(&now, &mut last_bytes, period);
             }
-            _ = tokio::signal::ctrl_c() => {
-                // The command got the same SIGINT: wait for it to exit.
-                if child.is_none() { break; }
+            guard = signals.readable() => {
+                let mut guard = guard.context("signals")?;
+                if let Some(status) = on_signals(guard.get_inner(), child, &mut interrupts)? {
+                    break status;
+                }
+                guard.clear_ready();
             }
-            exit = async { child.as_mut().expect("guarded by is_some").await }, if child.is_some() => {
-                status = ExitCode::from(exit.context("waiting for the command")??);
-                break;
+            _ = exited(child_exit.as_ref()) => {
+                break spawn::wait(child.context("no command")?)?;
             }
-            _ = &mut deadline, if args.duration.is_some() => break,
-            _ = gone(watched), if watched.is_some() => break,
+            _ = &mut deadline, if args.duration.is_some() && !deadline_passed => {
+                deadline_passed = true;
+                let Some(pid) = child else { break 0 };
+                // As perf stat --timeout: the command is ended, its status kept.
+                note(&format!("--duration reached: sending SIGTERM to pid {pid}"));
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+            _ = exited(watched.as_ref()) => break 0,
         }
-    }
+    };
     collector.drain(ring.get_mut());
     let report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
-    let status = verdict(args, &report, status);
     Ok((report, status))
 }
 
+/// The command could not be run: its shell status, the reason already said.
+#[derive(Debug)]
+pub struct CommandFailed(pub u8);
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the command could not be run (status {})", self.0)
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// Blocks the handled signals (threads started later inherit the mask) and
+/// reads them from a signalfd instead.
+fn watch_signals() -> Result<AsyncFd<SignalFd>> {
+    let mut mask = SigSet::empty();
+    HANDLED.iter().for_each(|&s| mask.add(s));
+    mask.thread_block().context("blocking signals")?;
+    let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")?;
+    // SAFETY: the AsyncFd owns the signalfd, so the fd outlives the registration.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching signals: {e}"))
+}
+
+/// Acts on pending signals; Some(status) ends tracing. Without a command any
+/// of them ends it. With one, a signal sent to snapshot alone (by kill, not
+/// by the terminal, which signals the whole foreground group) is passed on,
+/// and the second SIGINT ends tracing whatever the command does.
+fn on_signals(fd: &SignalFd, child: Option<Pid>, interrupts: &mut u32) -> Result<Option<u8>> {
+    while let Some(info) = fd.read_signal().context("reading signals")? {
+        let Some(pid) = child else { return Ok(Some(0)) };
+        let signal = Signal::try_from(info.ssi_signo as i32).context("signal number")?;
+        if signal == Signal::SIGINT {
+            *interrupts += 1;
+            if *interrupts >= 2 {
+                note(&format!("interrupted twice: tracing stopped; pid {pid} goes on untraced"));
+                return Ok(Some(INTERRUPTED));
+            }
+        }
+        if info.ssi_code != libc::SI_KERNEL {
+            let _ = kill(pid, signal);
+        }
+    }
+    Ok(None)
+}
+
+/// A pidfd: readable once the process has exited (zombies included).
+fn exit_watch(pid: Pid) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("watching pid {pid}"));
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the pidfd, so the fd outlives the registration.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching pid {pid}: {e}"))
+}
+
+/// Resolves when the watched process has exited; never without one.
+async fn exited(fd: Option<&AsyncFd<OwnedFd>>) {
+    match fd {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 fn print_interval(report: &Report, last_bytes: &mut u64, period: Duration) {
     let bytes = report.total_cow_bytes();
     let rate = (bytes - (*last_bytes).min(bytes)) as f64 / period.as_secs_f64();
     *last_bytes = bytes;
     let live = report.processes.iter().filter(|p| !p.exited).count();
-    eprintln!(
+    let line = format!(
         "{:8.1}s  copies {:>10}  copied {:>10}  rate {:>10}/s  wp_reuse {:>8}  live procs {live}",
         report.duration_s,
         report.total_cow_copies(),
@@ -122,38 +277,32 @@ fn print_interval(report: &Report, last_bytes: &mut u64, period: Duration) {
         human(rate as u64),
         report.processes.iter().map(|p| p.wp_reuse).sum::<u64>(),
     );
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// Resolves when the process no longer exists (polled: no pidfd in tokio).
-async fn gone(pid: Option<nix::unistd::Pid>) {
-    let Some(pid) = pid else { return std::future::pending().await };
-    while nix::sys::signal::kill(pid, None).is_ok() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn describe(args: &TraceArgs) -> String {
-    match (&args.pid, &args.comm, args.all) {
-        (Some(pid), _, _) => format!("pid {pid} and the processes it forks"),
-        (_, Some(name), _) => format!("processes named {name:?}"),
+fn describe(args: &TraceArgs, plan: &Plan) -> String {
+    match (&plan.target, &args.comm, args.all) {
+        (Some((pid, None)), _, _) => format!("pid {pid} and the processes it forks"),
+        (Some((pid, Some(tid))), _, _) => format!("pid {pid} (the process of thread {tid}) and the processes it forks"),
+        (_, Some(name), _) => format!("processes named \"{}\"", escape(name)),
         (_, _, true) => "every process".to_string(),
-        _ => format!("`{}` and the processes it forks", args.command.join(" ")),
+        _ => format!("`{}` and the processes it forks", escape(&args.command.join(" "))),
     }
 }
 
 /// Puts the processes named by `--pid` or `--comm` into the traced set.
-fn seed(loaded: &mut Loaded, args: &TraceArgs) -> Result<()> {
-    if let Some(pid) = args.pid {
+fn seed(loaded: &mut Loaded, args: &TraceArgs, plan: &Plan) -> Result<()> {
+    if let Some((pid, _)) = plan.target {
         let proc = procfs::process::Process::new(pid as i32)
             .and_then(|p| p.stat())
             .with_context(|| format!("--pid {pid}: no such process"))?;
         add(loaded, pid, proc.ppid as u32, &proc.comm)?;
     }
     if let Some(name) = &args.comm {
-        let want = comm_bytes(name)?;
+        let name = comm_bytes(name)?;
         for proc in procfs::process::all_processes().context("listing /proc")?.flatten() {
             let Ok(stat) = proc.stat() else { continue };
-            if comm_bytes(&stat.comm).is_ok_and(|c| c == want) {
+            if comm_bytes(&stat.comm).is_ok_and(|c| c == name) {
                 add(loaded, stat.pid as u32, stat.ppid as u32, &stat.comm)?;
             }
         }
@@ -168,8 +317,8 @@ fn add(loaded: &mut Loaded, pid: u32, ppid: u32, comm: &str) -> Result<()> {
 
 /// Starts the command with its pid already traced, so no fault or fork of
 /// it is missed.
-fn spawn_traced(loaded: &mut Loaded, program: &str, args: &[String]) -> Result<nix::unistd::Pid> {
-    let held = spawn::hold(program, args)?;
+fn spawn_traced(loaded: &mut Loaded, program: &str, args: &[String], identity: Option<&Identity>) -> Result<Started> {
+    let held = spawn::hold(program, args, identity)?;
     add(loaded, held.pid, std::process::id(), program.rsplit('/').next().unwrap_or(program))?;
     held.release()
 }

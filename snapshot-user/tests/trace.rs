@@ -235,7 +235,7 @@ fn raw_tracepoint_fallback_counts_the_same() {
     }
     // The path for kernels without BTF tracepoints, forced here.
     let run = trace_workload_with(&[("SNAPSHOT_ATTACH", "raw")], &["--memory", "private", "--pages", "4000"]);
-    assert_eq!(run.report["tracing_path"], "raw tracepoints");
+    assert_eq!(run.report["tracing_path"], "raw_tracepoint");
     check_parent_writes(&run);
     check_bytes(&run);
 }

@@ -61,6 +61,8 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Build { debug } => build(&tools, !debug).map(|_| ExitCode::SUCCESS),
         Task::Run { debug, args } => {
             let binary = build(&tools, !debug)?;
+            // `snapshot` alone prints its help: the main job is named.
+            let args = if args.is_empty() { vec!["demo".into()] } else { args };
             run_as_root(&binary, &args)
         }
         Task::Test { args } => {
@@ -68,6 +70,10 @@ fn run(task: Task) -> Result<ExitCode> {
             let status = cargo(&tools)
                 .args(["test", "--release"])
                 .args(&args)
+                // Under sudo, `snapshot trace` runs commands as the invoking
+                // user; the tests' commands write into root's temp dirs.
+                .env_remove("SUDO_UID")
+                .env_remove("SUDO_GID")
                 .status()
                 .context("running cargo test")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

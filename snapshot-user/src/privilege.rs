@@ -1,0 +1,112 @@
+//! Least privilege: the traced command runs as the user who asked for it, and
+//! snapshot drops every capability once its programs are attached and its
+//! maps open. Reading maps and the ring buffer through their file descriptors
+//! needs no capability (checked on Linux 6.18: see the README).
+use anyhow::{Context, Result, bail};
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid, User};
+
+/// An identity for the traced command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Who the command runs as: `-u USER`, else the user who ran sudo, else
+/// unchanged (None).
+pub fn command_identity(user: Option<&str>) -> Result<Option<Identity>> {
+    let wanted = match user {
+        Some(name) => Some(lookup(name)?),
+        None => sudo_invoker()?,
+    };
+    // Already that user: nothing to change (and nothing to drop to).
+    Ok(wanted.filter(|id| id.uid != Uid::current().as_raw() || id.gid != Gid::current().as_raw()))
+}
+
+fn lookup(name: &str) -> Result<Identity> {
+    let user = match name.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(name),
+    }
+    .with_context(|| format!("-u {name}: looking up the user"))?;
+    let Some(user) = user else { bail!("-u {name}: no such user") };
+    identity(&user)
+}
+
+fn identity(user: &User) -> Result<Identity> {
+    let name = std::ffi::CString::new(user.name.as_bytes()).context("user name contains a NUL byte")?;
+    let groups = nix::unistd::getgrouplist(&name, user.gid)
+        .with_context(|| format!("listing the groups of {}", user.name))?;
+    Ok(Identity { uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups: groups.iter().map(|g| g.as_raw()).collect() })
+}
+
+/// SUDO_UID and SUDO_GID, as sudo sets them for root's command.
+fn sudo_invoker() -> Result<Option<Identity>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let (Some(uid), Some(gid)) = (std::env::var_os("SUDO_UID"), std::env::var_os("SUDO_GID")) else {
+        return Ok(None);
+    };
+    let number = |name: &str, value: &std::ffi::OsStr| {
+        value.to_str().and_then(|v| v.parse::<u32>().ok()).with_context(|| format!("{name}={value:?} is not a number"))
+    };
+    let (uid, gid) = (number("SUDO_UID", &uid)?, number("SUDO_GID", &gid)?);
+    match User::from_uid(Uid::from_raw(uid)).ok().flatten() {
+        Some(user) => Ok(Some(Identity { gid, ..identity(&user)? })),
+        None => Ok(Some(Identity { uid, gid, groups: vec![gid] })),
+    }
+}
+
+/// Drops every capability but `keep`, from every set, so neither this
+/// process nor anything it forks or execs gets them back.
+pub fn drop_capabilities(keep: &[Capability]) -> Result<()> {
+    let keep: CapsHashSet = keep.iter().copied().collect();
+    // The bounding set first: shrinking it needs CAP_SETPCAP, about to go.
+    for cap in caps::read(None, CapSet::Bounding).context("reading the capability bounding set")? {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("dropping {cap} from the bounding set"))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("clearing inheritable capabilities")?;
+    caps::set(None, CapSet::Effective, &keep).context("dropping effective capabilities")?;
+    caps::set(None, CapSet::Permitted, &keep).context("dropping permitted capabilities")?;
+    // SAFETY: prctl with these arguments only sets a flag on this thread.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setting no_new_privs");
+    }
+    Ok(())
+}
+
+/// What snapshot keeps while tracing: CAP_KILL to pass signals on to a
+/// command that runs as another user, and CAP_BPF where the kernel wants it
+/// to read maps.
+pub fn kept_while_tracing(command_as_other_user: bool) -> Vec<Capability> {
+    let mut keep = kept_to_read_maps();
+    if command_as_other_user {
+        keep.push(Capability::CAP_KILL);
+    }
+    keep
+}
+
+/// Nothing since Linux 6.5; CAP_BPF before, unless unprivileged BPF is allowed.
+pub fn kept_to_read_maps() -> Vec<Capability> {
+    if crate::kernel::map_reads_need_cap_bpf() { vec![Capability::CAP_BPF] } else { Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_by_name_and_uid() {
+        let root = lookup("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(lookup("0").unwrap(), root);
+        let err = lookup("no-such-user-here").unwrap_err().to_string();
+        assert!(err.contains("no such user"), "{err}");
+    }
+}
