@@ -2,7 +2,7 @@
 """CPU a server spends on one big request that arrives in small pieces (issue 16 item 10).
 
 usage: python3 bench/store-trickle.py BEFORE AFTER [ROUNDS]
-An MSET of 1,000,001 arguments (500,000 pairs, ~15 MB) sent in 4 KiB writes, each followed by a
+An MSET of 1,000,001 arguments (500,000 pairs, 9.9 MB) sent in 4 KiB writes, each followed by a
 1 ms pause, so the server sees the request grow over thousands of reads. Reports the server's CPU
 time (utime + stime from /proc/PID/stat) spent from the first byte to the reply. Port 7313.
 """
