@@ -3,11 +3,11 @@ private temp dir under /tmp and killed by pid, redis-benchmark's SET rate."""
 import os, shutil, socket, subprocess, tempfile, time
 
 def resp(args):
-    out = b"*%d\r\n" % len(args)
+    parts = [b"*%d\r\n" % len(args)]
     for a in args:
         a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
 
 class Conn:
     def __init__(self, port):
