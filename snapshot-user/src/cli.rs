@@ -31,6 +31,9 @@ pub enum Command {
     Workload(WorkloadArgs),
     /// Trace the built-in forking workload and print the report (the default).
     Demo,
+    /// The live COW report: a store (or --connect SERVER) under a write load,
+    /// snapshotted on a policy, traced, with a predicted peak per snapshot.
+    Run(crate::run::args::RunArgs),
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod cli;
 mod kernel;
 mod loader;
 mod report;
+mod run;
 mod serve;
 mod spawn;
 mod trace;
@@ -33,6 +34,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Workload(args) => workload::run(&args),
         cli::Command::Demo => demo(),
+        cli::Command::Run(args) => run::run(args),
     }
 }
 

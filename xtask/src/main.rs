@@ -61,6 +61,7 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Build { debug } => build(&tools, !debug).map(|_| ExitCode::SUCCESS),
         Task::Run { debug, args } => {
             let binary = build(&tools, !debug)?;
+            let args = if args.is_empty() { vec![OsString::from("run")] } else { args };
             run_as_root(&binary, &args)
         }
         Task::Test { args } => {
