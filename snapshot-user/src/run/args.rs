@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Write JSON Lines here: one object per interval, one per snapshot, one at the end.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Write an HTML report here at the end (one self-contained file with the charts).
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
     /// Page size backing the store's dataset (ignored with --connect).
     #[arg(long, value_enum, default_value_t = snapshot_store::PagesMode::Small)]
     pub pages: snapshot_store::PagesMode,

@@ -117,6 +117,9 @@ fn open_sinks(args: &RunArgs, setting: &Setting) -> Result<Vec<Box<dyn Sink>>> {
     } else {
         sinks.push(Box::new(sinks::lines::Lines::new(setting)));
     }
+    if let Some(path) = &args.html {
+        sinks.push(Box::new(sinks::html::Html::new(path.clone(), setting)));
+    }
     if let Some(path) = &args.json {
         sinks.push(Box::new(sinks::jsonl::Jsonl::create(path, setting)?));
     }

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::sample::{End, Sample, Summary};
 
+pub mod html;
 pub mod jsonl;
 pub mod lines;
 pub mod tui;
