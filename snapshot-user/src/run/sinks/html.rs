@@ -68,9 +68,9 @@ fn render(setting: &Setting, samples: &[Sample], summaries: &[Summary], end: &En
     );
     page.push_str("<h2>Copies/s and writes/s over time</h2>");
     page.push_str(&rates_chart(samples)?);
-    page.push_str("<h2>Copied bytes per snapshot (measured, predicted)</h2>");
+    page.push_str("<h2>Copied bytes per snapshot: measured (red), predicted (blue)</h2>");
     page.push_str(&bars(summaries, "MiB", |s| [s.copied_bytes as f64 / 1048576.0, s.predicted_bytes as f64 / 1048576.0])?);
-    page.push_str("<h2>Write latency p99 (µs): snapshot child alive, no child</h2>");
+    page.push_str("<h2>Write latency p99: snapshot child alive (red), no child (blue)</h2>");
     page.push_str(&bars(summaries, "µs", |s| [s.latency.child_alive.p99_us as f64, s.latency.no_child.p99_us as f64])?);
     page.push_str(&table(summaries));
     page.push_str("</body></html>\n");
@@ -119,22 +119,23 @@ fn bars(summaries: &[Summary], unit: &str, values: impl Fn(&Summary) -> [f64; 2]
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..n, 0.0..top)
+            .build_cartesian_2d(-0.5..n - 0.5, 0.0..top)
             .map_err(|e| anyhow!("chart: {e}"))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_desc("snapshot")
             .y_desc(unit)
-            .x_label_formatter(&|x| format!("{}", *x as usize + 1))
+            .x_labels(summaries.len() + 1)
+            .x_label_formatter(&|x| if x.fract() == 0.0 && *x >= 0.0 { format!("{}", *x as usize + 1) } else { String::new() })
             .draw()
             .map_err(|e| anyhow!("chart: {e}"))?;
         let rects = summaries.iter().enumerate().flat_map(|(i, s)| {
             let [a, b] = values(s);
             let x = i as f64;
             [
-                Rectangle::new([(x + 0.1, 0.0), (x + 0.48, a)], COPIES.filled()),
-                Rectangle::new([(x + 0.52, 0.0), (x + 0.9, b)], WRITES.filled()),
+                Rectangle::new([(x - 0.4, 0.0), (x - 0.02, a)], COPIES.filled()),
+                Rectangle::new([(x + 0.02, 0.0), (x + 0.4, b)], WRITES.filled()),
             ]
         });
         chart.draw_series(rects).map_err(|e| anyhow!("chart: {e}"))?;
