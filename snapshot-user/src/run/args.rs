@@ -46,9 +46,11 @@ pub struct RunArgs {
     /// Write an HTML report here at the end (one self-contained file with the charts).
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,
-    /// Page size backing the store's dataset (ignored with --connect).
-    #[arg(long, value_enum, default_value_t = snapshot_store::PagesMode::Small)]
-    pub pages: snapshot_store::PagesMode,
+    /// Page size backing the store's dataset; several (4k,thp,hugetlb) run the
+    /// same workload under each in turn (each for --duration) and end with one table.
+    /// hugetlb reserves huge pages for the run and gives them back.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "4k")]
+    pub pages: Vec<snapshot_store::PagesMode>,
     /// Drive and trace an existing RESP server (e.g. redis-server) instead of starting the store.
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<String>,
@@ -81,6 +83,10 @@ impl RunArgs {
         anyhow::ensure!(self.interval >= 0.05, "--interval must be at least 0.05 s");
         anyhow::ensure!(self.every >= 0.0 && self.warmup >= 0.0, "--every and --warmup must be 0 or more");
         anyhow::ensure!(self.zipf_s > 0.0, "--zipf-s must be more than 0");
+        if self.pages.len() > 1 {
+            anyhow::ensure!(self.connect.is_none(), "--pages with several sizes runs the store: not with --connect");
+            anyhow::ensure!(self.duration.is_some(), "--pages with several sizes needs --duration (the time under each)");
+        }
         Ok(())
     }
 }

@@ -15,6 +15,8 @@ use std::{
 use anyhow::{Context, Result};
 
 pub mod args;
+mod compare;
+mod hugetlb;
 mod load;
 mod predict;
 mod resp;
@@ -25,6 +27,7 @@ mod tracer;
 mod watch;
 
 use args::RunArgs;
+use snapshot_store::PagesMode;
 use resp::{Conn, Reply};
 use sample::Sampler;
 use sinks::{Setting, Sink};
@@ -35,9 +38,52 @@ const FINISH_WAIT: Duration = Duration::from_secs(120);
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     args.validate()?;
     crate::kernel::Caps::current()?.require_tracing()?;
-    let target = match &args.connect {
-        Some(addr) => store::connect(addr, args.pid)?,
-        None => store::start(args.pages)?,
+    let tui = !args.no_tui && std::io::stdout().is_terminal();
+    let mut sinks = open_sinks(&args, tui)?;
+    let modes: Vec<Option<PagesMode>> = match args.connect {
+        Some(_) => vec![None],
+        None => args.pages.iter().copied().map(Some).collect(),
+    };
+    let mut rows = Vec::new();
+    let mut last = Vec::new();
+    for mode in modes {
+        let outcome = workload(&args, mode, &mut sinks);
+        // The screen is restored before an error is printed.
+        let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
+        let observed = setting.pages_observed.clone().unwrap_or_default();
+        rows.push(compare::row(mode.map_or("server's", PagesMode::name), &observed, &end, &summaries));
+        last = summaries;
+    }
+    if rows.len() > 1 {
+        let comparison = compare::Comparison { kind: "comparison", rows };
+        for sink in &mut sinks {
+            sink.compare(&comparison)?;
+        }
+        if tui {
+            drop(sinks);
+            println!("{}", sinks::lines::comparison_table(&comparison));
+        }
+    } else if tui {
+        drop(sinks);
+        println!("{}", sinks::lines::table(&last));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One workload against one server: start it (or connect), load, drive,
+/// snapshot and sample until the end; the server is stopped on return.
+fn workload(
+    args: &RunArgs,
+    mode: Option<PagesMode>,
+    sinks: &mut [Box<dyn Sink>],
+) -> Result<(Setting, sample::End, Vec<sample::Summary>)> {
+    let _huge = match mode {
+        Some(PagesMode::Hugetlb) => Some(hugetlb::reserve(hugetlb::pages_for(args.keys, args.value_size))?),
+        _ => None,
+    };
+    let target = match (&args.connect, mode) {
+        (Some(addr), _) => store::connect(addr, args.pid)?,
+        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small))?,
     };
     let tracer = tracer::Tracer::attach(target.pid)?;
     if !args.no_load {
@@ -47,8 +93,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let info = conn.info("all")?;
     let keys = info.keys().max(1);
     let dataset = info.num("used_memory").unwrap_or(args.keys * args.value_size as u64);
-    let page = match (target.owned(), args.pages) {
-        (true, snapshot_store::PagesMode::Hugetlb) => 2 << 20,
+    let page = match mode {
+        Some(PagesMode::Hugetlb) => 2 << 20,
         // THP is split on a COW fault and copied in base pages.
         _ => crate::kernel::page_size(),
     };
@@ -56,6 +102,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let setting = Setting {
         kind: "setting",
         server: target.name.clone(),
+        pages_observed: info.get("dataset_pages_mode").map(crate::run::escape),
         pid: target.pid,
         addr: target.addr.to_string(),
         keys,
@@ -67,6 +114,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         read_ratio: args.read_ratio,
         every_s: args.every,
     };
+    for sink in sinks.iter_mut() {
+        sink.begin(&setting)?;
+    }
     let shared = load::Shared::new();
     let watcher = watch::spawn(target.pid, shared.clone())?;
     let config = load::LoadConfig {
@@ -87,41 +137,30 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         value_size: args.value_size as u64,
         dataset_bytes: dataset,
     };
-    let sampler = Sampler::new(setup)?;
-    let mut sinks = open_sinks(&args, &setting)?;
-    let outcome = drive(&args, sampler, &mut conn, &shared, &mut sinks, &loader);
+    let outcome = Sampler::new(setup).and_then(|sampler| drive(args, sampler, &mut conn, &shared, sinks, &loader));
     shared.stop.store(true, Ordering::Relaxed);
     let loaded = loader.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
     let _ = watcher.join();
-    // Screens are restored (sinks dropped) before any error is printed.
-    let (end, summaries) = match outcome {
-        Ok(done) => done,
-        Err(e) => {
-            drop(sinks);
-            return Err(e);
-        }
-    };
-    for sink in &mut sinks {
+    let (end, summaries) = outcome?;
+    loaded.context("the load generator")?;
+    for sink in sinks.iter_mut() {
         sink.end(&end, &summaries)?;
     }
-    drop(sinks);
-    loaded.context("the load generator")?;
-    drop(target);
-    Ok(ExitCode::SUCCESS)
+    Ok((setting, end, summaries))
 }
 
-fn open_sinks(args: &RunArgs, setting: &Setting) -> Result<Vec<Box<dyn Sink>>> {
+fn open_sinks(args: &RunArgs, tui: bool) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if !args.no_tui && std::io::stdout().is_terminal() {
-        sinks.push(Box::new(sinks::tui::Tui::start(setting.clone())?));
+    if tui {
+        sinks.push(Box::new(sinks::tui::Tui::start()?));
     } else {
-        sinks.push(Box::new(sinks::lines::Lines::new(setting)));
+        sinks.push(Box::new(sinks::lines::Lines));
     }
     if let Some(path) = &args.html {
-        sinks.push(Box::new(sinks::html::Html::new(path.clone(), setting)));
+        sinks.push(Box::new(sinks::html::Html::new(path.clone())));
     }
     if let Some(path) = &args.json {
-        sinks.push(Box::new(sinks::jsonl::Jsonl::create(path, setting)?));
+        sinks.push(Box::new(sinks::jsonl::Jsonl::create(path)?));
     }
     Ok(sinks)
 }

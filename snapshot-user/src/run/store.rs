@@ -19,7 +19,8 @@ pub struct Target {
     pub pid: u32,
     /// What it is, for the report: "snapshot serve" or the process name.
     pub name: String,
-    server: Option<Server>,
+    /// The store this run started: stopped when the target is dropped.
+    _server: Option<Server>,
 }
 
 struct Server {
@@ -33,13 +34,6 @@ impl Drop for Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
-    }
-}
-
-impl Target {
-    /// True when this run started the server (and so stops it).
-    pub fn owned(&self) -> bool {
-        self.server.is_some()
     }
 }
 
@@ -61,7 +55,7 @@ pub fn start(pages: snapshot_store::PagesMode) -> Result<Target> {
     let server = Server { child, _dir: dir };
     let port = ready_port(stderr)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    Ok(Target { addr, pid, name: format!("snapshot serve --pages {}", pages.name()), server: Some(server) })
+    Ok(Target { addr, pid, name: format!("snapshot serve --pages {}", pages.name()), _server: Some(server) })
 }
 
 /// Reads the store's log until "Ready to accept connections tcp port N";
@@ -107,7 +101,7 @@ pub fn connect(addr: &str, pid: Option<u32>) -> Result<Target> {
     let stat = procfs::process::Process::new(pid as i32)
         .and_then(|p| p.stat())
         .with_context(|| format!("pid {pid}: no such process"))?;
-    Ok(Target { addr, pid, name: crate::run::escape(&stat.comm), server: None })
+    Ok(Target { addr, pid, name: crate::run::escape(&stat.comm), _server: None })
 }
 
 /// The process holding the socket that listens on `addr`: the inode from

@@ -8,28 +8,67 @@ use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 
 use super::{Setting, Sink, bytes, micros};
-use crate::run::sample::{End, Sample, Summary};
+use crate::run::{
+    compare::Comparison,
+    sample::{End, Sample, Summary},
+};
 
 const SIZE: (u32, u32) = (900, 320);
 const COPIES: RGBColor = RGBColor(214, 39, 40);
 const WRITES: RGBColor = RGBColor(31, 119, 180);
 
-pub struct Html {
-    path: PathBuf,
+/// One workload's part of the report.
+struct Part {
     setting: Setting,
     samples: Vec<Sample>,
+    body: String,
+}
+
+pub struct Html {
+    path: PathBuf,
+    parts: Vec<Part>,
+    comparison: Option<Comparison>,
 }
 
 impl Html {
-    pub fn new(path: PathBuf, setting: &Setting) -> Html {
-        Html { path, setting: setting.clone(), samples: Vec::new() }
+    pub fn new(path: PathBuf) -> Html {
+        Html { path, parts: Vec::new(), comparison: None }
+    }
+
+    /// The whole file, rewritten after each workload so it is always complete.
+    fn write(&self) -> Result<()> {
+        let mut page = String::from(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>snapshot run</title><style>\
+             body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
+             td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body><h1>snapshot run</h1>",
+        );
+        if let Some(c) = &self.comparison {
+            page.push_str(&comparison_table(c));
+        }
+        for part in &self.parts {
+            page.push_str(&part.body);
+        }
+        page.push_str("</body></html>\n");
+        std::fs::write(&self.path, page).with_context(|| format!("writing {}", self.path.display()))
     }
 }
 
 impl Sink for Html {
-    fn interval(&mut self, sample: &Sample) -> Result<()> {
-        self.samples.push(sample.clone());
+    fn begin(&mut self, setting: &Setting) -> Result<()> {
+        self.parts.push(Part { setting: setting.clone(), samples: Vec::new(), body: String::new() });
         Ok(())
+    }
+
+    fn interval(&mut self, sample: &Sample) -> Result<()> {
+        if let Some(part) = self.parts.last_mut() {
+            part.samples.push(sample.clone());
+        }
+        Ok(())
+    }
+
+    fn compare(&mut self, comparison: &Comparison) -> Result<()> {
+        self.comparison = Some(comparison.clone());
+        self.write()
     }
 
     fn snapshot(&mut self, _: &Summary) -> Result<()> {
@@ -37,21 +76,20 @@ impl Sink for Html {
     }
 
     fn end(&mut self, end: &End, summaries: &[Summary]) -> Result<()> {
-        let page = render(&self.setting, &self.samples, summaries, end)?;
-        std::fs::write(&self.path, page).with_context(|| format!("writing {}", self.path.display()))
+        if let Some(part) = self.parts.last_mut() {
+            part.body = render(&part.setting, &part.samples, summaries, end)?;
+        }
+        self.write()
     }
 }
 
 fn render(setting: &Setting, samples: &[Sample], summaries: &[Summary], end: &End) -> Result<String> {
-    let mut page = String::from(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>snapshot run</title><style>\
-         body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
-         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>",
-    );
+    let mut page = String::new();
     let _ = write!(
         page,
-        "<h1>snapshot run</h1><p>{} (pid {}) on {}: {} keys &times; {} B = {}, {} ops/s {:?}, reads {:.0}%, \
+        "<h2>{} pages</h2><p>{} (pid {}) on {}: {} keys &times; {} B = {}, {} ops/s {:?}, reads {:.0}%, \
          snapshot every {} s; {:.0} s, {} writes, {} snapshots.</p>",
+        escape(setting.pages_observed.as_deref().unwrap_or("server's")),
         escape(&setting.server),
         setting.pid,
         escape(&setting.addr),
@@ -66,14 +104,13 @@ fn render(setting: &Setting, samples: &[Sample], summaries: &[Summary], end: &En
         end.writes,
         summaries.len()
     );
-    page.push_str("<h2>Copies/s and writes/s over time</h2>");
+    page.push_str("<h3>Copies/s and writes/s over time</h3>");
     page.push_str(&rates_chart(samples)?);
-    page.push_str("<h2>Copied bytes per snapshot: measured (red), predicted (blue)</h2>");
+    page.push_str("<h3>Copied bytes per snapshot: measured (red), predicted (blue)</h3>");
     page.push_str(&bars(summaries, "MiB", |s| [s.copied_bytes as f64 / 1048576.0, s.predicted_bytes as f64 / 1048576.0])?);
-    page.push_str("<h2>Write latency p99: snapshot child alive (red), no child (blue)</h2>");
+    page.push_str("<h3>Write latency p99: snapshot child alive (red), no child (blue)</h3>");
     page.push_str(&bars(summaries, "µs", |s| [s.latency.child_alive.p99_us as f64, s.latency.no_child.p99_us as f64])?);
     page.push_str(&table(summaries));
-    page.push_str("</body></html>\n");
     Ok(page)
 }
 
@@ -146,7 +183,7 @@ fn bars(summaries: &[Summary], unit: &str, values: impl Fn(&Summary) -> [f64; 2]
 
 fn table(summaries: &[Summary]) -> String {
     let mut t = String::from(
-        "<h2>Snapshots</h2><table><tr><th>#</th><th>fork</th><th>seconds</th><th>copies</th><th>copied</th>\
+        "<h3>Snapshots</h3><table><tr><th>#</th><th>fork</th><th>seconds</th><th>copies</th><th>copied</th>\
          <th>share</th><th>amplification</th><th>writes/s</th><th>p50/p99/p999 child</th>\
          <th>p50/p99/p999 no child</th><th>predicted</th><th>error</th><th>Private_Dirty</th></tr>",
     );
@@ -179,4 +216,31 @@ fn table(summaries: &[Summary]) -> String {
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn comparison_table(c: &Comparison) -> String {
+    let mut t = String::from(
+        "<h2>Page sizes compared (medians per snapshot)</h2><table><tr><th>pages</th><th>observed</th>\
+         <th>snapshots</th><th>copies</th><th>copied</th><th>per snapshot</th><th>fork</th><th>seconds</th>\
+         <th>write p99 child</th><th>write p99 no child</th></tr>",
+    );
+    for r in &c.rows {
+        let _ = write!(
+            t,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape(&r.pages),
+            escape(&r.observed),
+            r.snapshots,
+            r.copies,
+            bytes(r.copied_bytes),
+            bytes(r.copied_bytes_per_snapshot),
+            micros(r.fork_usec),
+            r.duration_s,
+            micros(r.write_p99_child_us),
+            micros(r.write_p99_no_child_us)
+        );
+    }
+    t.push_str("</table>");
+    t
 }

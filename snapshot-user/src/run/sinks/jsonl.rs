@@ -9,7 +9,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{Setting, Sink};
-use crate::run::sample::{End, Sample, Summary};
+use crate::run::{
+    compare::Comparison,
+    sample::{End, Sample, Summary},
+};
 
 pub struct Jsonl {
     out: BufWriter<File>,
@@ -17,11 +20,9 @@ pub struct Jsonl {
 }
 
 impl Jsonl {
-    pub fn create(path: &Path, setting: &Setting) -> Result<Jsonl> {
+    pub fn create(path: &Path) -> Result<Jsonl> {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut sink = Jsonl { out: BufWriter::new(file), path: path.display().to_string() };
-        sink.line(setting)?;
-        Ok(sink)
+        Ok(Jsonl { out: BufWriter::new(file), path: path.display().to_string() })
     }
 
     /// One object per line, flushed, so a reader can follow the file live.
@@ -32,6 +33,12 @@ impl Jsonl {
 }
 
 impl Sink for Jsonl {
+    fn begin(&mut self, setting: &Setting) -> Result<()> {
+        self.line(setting)
+    }
+    fn compare(&mut self, comparison: &Comparison) -> Result<()> {
+        self.line(comparison)
+    }
     fn interval(&mut self, sample: &Sample) -> Result<()> {
         self.line(sample)
     }

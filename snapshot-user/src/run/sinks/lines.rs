@@ -5,15 +5,19 @@ use std::io::Write;
 use anyhow::Result;
 
 use super::{Setting, Sink, by_size, bytes, micros};
-use crate::run::sample::{End, Sample, Summary};
+use crate::run::{
+    compare::Comparison,
+    sample::{End, Sample, Summary},
+};
 
 pub struct Lines;
 
-impl Lines {
-    pub fn new(setting: &Setting) -> Lines {
+impl Sink for Lines {
+    fn begin(&mut self, setting: &Setting) -> Result<()> {
         println!(
-            "snapshot run: {} (pid {}) on {}: {} keys x {} B ({}), {} ops/s {:?}, reads {:.0}%, snapshot every {} s",
+            "snapshot run: {}{} (pid {}) on {}: {} keys x {} B ({}), {} ops/s {:?}, reads {:.0}%, snapshot every {} s",
             setting.server,
+            setting.pages_observed.as_ref().map(|o| format!(" (dataset in {o} pages)")).unwrap_or_default(),
             setting.pid,
             setting.addr,
             setting.keys,
@@ -24,11 +28,14 @@ impl Lines {
             setting.read_ratio * 100.0,
             setting.every_s
         );
-        Lines
+        Ok(())
     }
-}
 
-impl Sink for Lines {
+    fn compare(&mut self, comparison: &Comparison) -> Result<()> {
+        println!("\n{}", comparison_table(comparison));
+        Ok(())
+    }
+
     fn interval(&mut self, s: &Sample) -> Result<()> {
         let snap = match &s.snapshot {
             Some(r) => format!(
@@ -129,6 +136,29 @@ pub fn table(summaries: &[Summary]) -> comfy_table::Table {
             micros(s.latency.no_child.p99_us),
             bytes(s.predicted_bytes),
             format!("{:+.1}%", s.prediction_error * 100.0),
+        ]);
+    }
+    t
+}
+
+/// The page sizes side by side.
+pub fn comparison_table(comparison: &Comparison) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING).set_header([
+        "PAGES", "OBSERVED", "SNAPSHOTS", "COPIES", "COPIED", "PER SNAPSHOT", "FORK", "SECS", "P99 CHILD", "P99 NONE",
+    ]);
+    for r in &comparison.rows {
+        t.add_row([
+            r.pages.clone(),
+            r.observed.clone(),
+            r.snapshots.to_string(),
+            r.copies.to_string(),
+            bytes(r.copied_bytes),
+            bytes(r.copied_bytes_per_snapshot),
+            micros(r.fork_usec),
+            format!("{:.2}", r.duration_s),
+            micros(r.write_p99_child_us),
+            micros(r.write_p99_no_child_us),
         ]);
     }
     t

@@ -3,7 +3,10 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::sample::{End, Sample, Summary};
+use super::{
+    compare::Comparison,
+    sample::{End, Sample, Summary},
+};
 
 pub mod html;
 pub mod jsonl;
@@ -16,6 +19,8 @@ pub struct Setting {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub server: String,
+    /// The page size the store's dataset really got (INFO dataset_pages_mode), when it says.
+    pub pages_observed: Option<String>,
     pub pid: u32,
     pub addr: String,
     pub keys: u64,
@@ -29,9 +34,15 @@ pub struct Setting {
 }
 
 pub trait Sink {
+    /// A workload starts (one per --pages mode).
+    fn begin(&mut self, setting: &Setting) -> Result<()>;
     fn interval(&mut self, sample: &Sample) -> Result<()>;
     fn snapshot(&mut self, summary: &Summary) -> Result<()>;
     fn end(&mut self, end: &End, summaries: &[Summary]) -> Result<()>;
+    /// The page sizes side by side, after the last workload.
+    fn compare(&mut self, _comparison: &Comparison) -> Result<()> {
+        Ok(())
+    }
     /// Whether the user asked to quit (the live screen's q).
     fn quit_requested(&mut self) -> Result<bool> {
         Ok(false)

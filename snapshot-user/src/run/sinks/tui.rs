@@ -22,7 +22,7 @@ const HISTORY: usize = 600;
 
 pub struct Tui {
     terminal: DefaultTerminal,
-    setting: Setting,
+    setting: Option<Setting>,
     last: Option<Sample>,
     copies: VecDeque<(f64, f64)>,
     writes: VecDeque<(f64, f64)>,
@@ -30,18 +30,15 @@ pub struct Tui {
 }
 
 impl Tui {
-    pub fn start(setting: Setting) -> Result<Tui> {
+    pub fn start() -> Result<Tui> {
         let terminal = ratatui::try_init().context("starting the live screen")?;
-        let mut tui =
-            Tui { terminal, setting, last: None, copies: VecDeque::new(), writes: VecDeque::new(), summaries: Vec::new() };
-        tui.draw()?;
-        Ok(tui)
+        Ok(Tui { terminal, setting: None, last: None, copies: VecDeque::new(), writes: VecDeque::new(), summaries: Vec::new() })
     }
 
     fn draw(&mut self) -> Result<()> {
         let Tui { terminal, setting, last, copies, writes, summaries } = self;
         terminal
-            .draw(|f| render(f, setting, last.as_ref(), copies, writes, summaries))
+            .draw(|f| render(f, setting.as_ref(), last.as_ref(), copies, writes, summaries))
             .context("drawing the live screen")?;
         Ok(())
     }
@@ -54,6 +51,16 @@ impl Drop for Tui {
 }
 
 impl Sink for Tui {
+    /// A new workload: a clean screen.
+    fn begin(&mut self, setting: &Setting) -> Result<()> {
+        self.setting = Some(setting.clone());
+        self.last = None;
+        self.copies.clear();
+        self.writes.clear();
+        self.summaries.clear();
+        self.draw()
+    }
+
     fn interval(&mut self, sample: &Sample) -> Result<()> {
         for (series, value) in [(&mut self.copies, sample.copies_per_s), (&mut self.writes, sample.writes_per_s)] {
             series.push_back((sample.t_s, value));
@@ -89,7 +96,7 @@ impl Sink for Tui {
 
 fn render(
     f: &mut Frame,
-    setting: &Setting,
+    setting: Option<&Setting>,
     last: Option<&Sample>,
     copies: &VecDeque<(f64, f64)>,
     writes: &VecDeque<(f64, f64)>,
@@ -103,7 +110,7 @@ fn render(
         Constraint::Length(1),
     ])
     .areas(f.area());
-    f.render_widget(Paragraph::new(header(setting)), head);
+    f.render_widget(Paragraph::new(setting.map(header).unwrap_or_default()), head);
     f.render_widget(Paragraph::new(current(last)).block(Block::bordered().title(" now ")), now);
     render_chart(f, chart, copies, writes);
     f.render_widget(snapshot_table(summaries), table);
@@ -112,7 +119,14 @@ fn render(
 
 fn header(s: &Setting) -> Vec<Line<'static>> {
     vec![
-        Line::from(format!("snapshot run: {} (pid {}) on {}", s.server, s.pid, s.addr)).bold(),
+        Line::from(format!(
+            "snapshot run: {}{} (pid {}) on {}",
+            s.server,
+            s.pages_observed.as_ref().map(|o| format!(" (dataset in {o} pages)")).unwrap_or_default(),
+            s.pid,
+            s.addr
+        ))
+        .bold(),
         Line::from(format!(
             "dataset {} keys x {} B = {} in {} pages; load {} ops/s {:?}, reads {:.0}%; snapshot every {} s",
             s.keys,
