@@ -256,3 +256,43 @@ impl Drop for KillTmux {
         tmux(&self.0, &["kill-server"]);
     }
 }
+
+#[test]
+fn pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back() {
+    if !privileged("pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let status = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "20000", "--rate", "3000", "--every", "1", "--warmup", "1", "--duration", "3"])
+        .args(["--pages", "4k,hugetlb", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before, "huge pages not given back");
+    let all = lines(&json);
+    let settings = of_type(&all, "setting");
+    assert_eq!(settings.iter().map(|s| s["pages_observed"].as_str().unwrap()).collect::<Vec<_>>(), ["4k", "hugetlb"]);
+    let comparison = of_type(&all, "comparison");
+    let rows = comparison[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let (small, huge) = (&rows[0], &rows[1]);
+    assert!(u(small, "snapshots") > 0 && u(huge, "snapshots") > 0, "{rows:?}");
+    // The same writes copy 2 MiB at a time on hugetlb: many times the bytes of 4 KiB pages.
+    assert!(
+        u(huge, "copied_bytes_per_snapshot") > 4 * u(small, "copied_bytes_per_snapshot"),
+        "hugetlb {huge} vs 4k {small}"
+    );
+    // The snapshots of the hugetlb run copied 2 MiB pages.
+    let huge_snapshots: Vec<&Value> = all
+        .iter()
+        .skip_while(|v| v["type"] != "setting" || v["pages_observed"] != "hugetlb")
+        .filter(|v| v["type"] == "snapshot")
+        .collect();
+    assert!(huge_snapshots.iter().any(|s| s["copies_by_size"]["2097152"].as_u64().unwrap_or(0) > 0), "{huge_snapshots:?}");
+}
