@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// page size really in use.
     #[arg(long, value_enum, default_value = "4k")]
     pub pages: PagesMode,
+    /// Let the hash table resize while a snapshot child lives (Redis does not): a resize
+    /// rewrites every record's link, so the snapshot copies the whole dataset. For measuring that.
+    #[arg(long)]
+    pub resize_during_snapshot: bool,
     /// File name of the snapshot inside --dir; it is loaded at start if present.
     #[arg(long, default_value = "dump.snap")]
     pub dbfilename: String,
@@ -126,7 +130,11 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
     let st = commands::State {
         table,
         mode: args.pages,
-        persist: persist::Persist::new(dir, args.dbfilename.clone(), save_points),
+        persist: {
+            let mut p = persist::Persist::new(dir, args.dbfilename.clone(), save_points);
+            p.resize_during_snapshot = args.resize_during_snapshot;
+            p
+        },
         stats: commands::Stats::new(),
         latency: Default::default(),
         requirepass: args.requirepass.clone(),

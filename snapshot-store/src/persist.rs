@@ -87,6 +87,8 @@ pub struct Persist {
     child: Option<Child>,
     /// Reused write buffer: SAVE uses it, and the fork child inherits it.
     buf: Vec<u8>,
+    /// Let the table resize while a child lives (what Redis avoids): for measuring the cost.
+    pub resize_during_snapshot: bool,
 }
 
 pub fn unix_now() -> i64 {
@@ -114,6 +116,7 @@ impl Persist {
             total_forks: 0,
             child: None,
             buf: Vec::with_capacity(1 << 20),
+            resize_during_snapshot: false,
         }
     }
 
@@ -206,7 +209,7 @@ impl Persist {
         self.keys_processed = 0;
         self.current_cow = 0;
         self.current_cow_peak = 0;
-        let _ = table.set_resize_blocked(true);
+        let _ = table.set_resize_blocked(!self.resize_during_snapshot);
         self.child = Some(Child {
             pid,
             pipe: rfd,

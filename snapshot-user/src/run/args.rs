@@ -30,6 +30,14 @@ pub struct RunArgs {
     /// Seconds of load before the first snapshot (a baseline for latency).
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     pub warmup: f64,
+    /// Share of the SETs that insert new keys (the dataset grows, and so
+    /// does the store's hash table), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub insert_ratio: f64,
+    /// Let the store's hash table resize while a snapshot child lives (Redis
+    /// does not): with --insert-ratio, shows what that costs in copies.
+    #[arg(long)]
+    pub resize_during_snapshot: bool,
     /// Stop after SECS seconds of load (default: q or Ctrl-C).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -80,6 +88,11 @@ impl RunArgs {
         anyhow::ensure!(self.value_size > 0, "--value-size must be at least 1");
         anyhow::ensure!(self.rate >= 0.0 && self.rate.is_finite(), "--rate must be 0 or more ops/s");
         anyhow::ensure!((0.0..=1.0).contains(&self.read_ratio), "--read-ratio must be between 0 and 1");
+        anyhow::ensure!((0.0..=1.0).contains(&self.insert_ratio), "--insert-ratio must be between 0 and 1");
+        anyhow::ensure!(
+            !(self.resize_during_snapshot && self.connect.is_some()),
+            "--resize-during-snapshot is an option of the store: not with --connect"
+        );
         anyhow::ensure!(self.interval >= 0.05, "--interval must be at least 0.05 s");
         anyhow::ensure!(self.every >= 0.0 && self.warmup >= 0.0, "--every and --warmup must be 0 or more");
         anyhow::ensure!(self.zipf_s > 0.0, "--zipf-s must be more than 0");

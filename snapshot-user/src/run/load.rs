@@ -72,6 +72,7 @@ pub struct LoadConfig {
     pub dist: Dist,
     pub zipf_s: f64,
     pub read_ratio: f64,
+    pub insert_ratio: f64,
 }
 
 /// Latency in microseconds, apart for "child alive" and "no child".
@@ -200,6 +201,7 @@ fn generate(mut conn: Conn, config: LoadConfig, mut picker: Picker, shared: &Sha
     let start = Instant::now();
     let mut sent: u64 = 0;
     let mut writes = Vec::new();
+    let mut new_key = config.keys;
     while !shared.stop.load(Ordering::Relaxed) {
         let due = (start.elapsed().as_secs_f64() * config.rate) as u64;
         let batch = due.saturating_sub(sent).min(1000);
@@ -209,8 +211,12 @@ fn generate(mut conn: Conn, config: LoadConfig, mut picker: Picker, shared: &Sha
         }
         writes.clear();
         for _ in 0..batch {
-            let k = key(picker.next(&mut rng, config.keys));
+            let mut k = key(picker.next(&mut rng, config.keys));
             let write = config.read_ratio == 0.0 || rng.random::<f64>() >= config.read_ratio;
+            if write && config.insert_ratio > 0.0 && rng.random::<f64>() < config.insert_ratio {
+                k = key(new_key);
+                new_key += 1;
+            }
             if write {
                 // Each value differs, so the server really writes it.
                 value[..8.min(config.value_size)].copy_from_slice(&sent.to_le_bytes()[..8.min(config.value_size)]);

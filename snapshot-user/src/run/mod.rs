@@ -83,7 +83,7 @@ fn workload(
     };
     let target = match (&args.connect, mode) {
         (Some(addr), _) => store::connect(addr, args.pid)?,
-        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small))?,
+        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), args.resize_during_snapshot)?,
     };
     let tracer = tracer::Tracer::attach(target.pid)?;
     if !args.no_load {
@@ -98,7 +98,10 @@ fn workload(
         // THP is split on a COW fault and copied in base pages.
         _ => crate::kernel::page_size(),
     };
-    let model = predict::Model::new(keys, dataset as f64 / keys as f64, page, args.dist, args.zipf_s);
+    // Without the store's bucket count (another server), a load factor of 1.
+    let buckets = info.num("dataset_table_buckets").unwrap_or(keys);
+    let model = predict::Model::new(keys, dataset as f64 / keys as f64, page, args.dist, args.zipf_s)
+        .with_inserts(args.insert_ratio, buckets);
     let setting = Setting {
         kind: "setting",
         server: target.name.clone(),
@@ -126,6 +129,7 @@ fn workload(
         dist: args.dist,
         zipf_s: args.zipf_s,
         read_ratio: args.read_ratio,
+        insert_ratio: args.insert_ratio,
     };
     let loader = load::spawn(target.addr, config, shared.clone())?;
     let setup = sample::Setup {

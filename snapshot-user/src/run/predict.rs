@@ -19,6 +19,11 @@
 //!   `1 - (1 - q_j)^n ≈ 1 - exp(-n q_j)`; the expected copied bytes are
 //!   `page × Σ_j (1 - exp(-n q_j))`.
 //! - Sequential writes touch `n × record / page + 1` pages, at most all of them.
+//! - An insert (`--insert-ratio`) writes a new record into memory allocated
+//!   after the fork (no copy) and the head of one bucket of the hash table:
+//!   the bucket array's pages are touched uniformly, so `m` inserts copy
+//!   `B (1 - exp(-m / B))` of its `B` pages. (A resize while the child lives,
+//!   `--resize-during-snapshot`, rewrites everything: not modelled.)
 //! - `n` = write rate × expected duration. The expected duration is the save's
 //!   elapsed time divided by its progress (keys saved / keys) once it has
 //!   progressed, else the previous snapshot's duration, else the dataset size
@@ -40,6 +45,9 @@ pub struct Model {
     pages: u64,
     /// Per page: probability that one write touches it (not for sequential).
     touch: Vec<f64>,
+    /// Share of the writes that insert new keys, and the bucket array's pages.
+    insert_ratio: f64,
+    bucket_pages: f64,
 }
 
 impl Model {
@@ -58,13 +66,22 @@ impl Model {
                 spread(keys, record, page, pages, |k| by_key[k as usize])
             }
         };
-        Model { page, dist, record, pages, touch }
+        Model { page, dist, record, pages, touch, insert_ratio: 0.0, bucket_pages: 0.0 }
+    }
+
+    /// Inserts: `ratio` of the writes add keys to a table of `buckets` 8-byte buckets.
+    pub fn with_inserts(mut self, ratio: f64, buckets: u64) -> Model {
+        self.insert_ratio = ratio;
+        self.bucket_pages = (buckets as f64 * 8.0 / self.page as f64).ceil().max(1.0);
+        self
     }
 
     /// Expected bytes copied after `writes` writes while the child lives.
     pub fn copied_bytes(&self, writes: f64) -> f64 {
-        let writes = writes.max(0.0);
-        let pages = match self.dist {
+        let inserts = writes.max(0.0) * self.insert_ratio;
+        let writes = writes.max(0.0) - inserts;
+        let buckets = if inserts > 0.0 { -self.bucket_pages * (-inserts / self.bucket_pages).exp_m1() } else { 0.0 };
+        let pages = buckets + match self.dist {
             Dist::Sequential if writes == 0.0 => 0.0,
             Dist::Sequential => (writes * self.record / self.page as f64 + 1.0).min(self.pages as f64),
             _ => self.touch.iter().map(|q| -(-writes * q).exp_m1()).sum(),
@@ -133,6 +150,13 @@ mod tests {
         let m = Model::new(8_000, 512.0, 4096, Dist::Sequential, 0.99);
         assert_eq!(m.copied_bytes(80.0), 11.0 * 4096.0);
         assert_eq!(m.copied_bytes(1e6), m.dataset_bytes());
+    }
+
+    #[test]
+    fn inserts_copy_bucket_pages_not_records() {
+        let m = Model::new(10_000, 512.0, 4096, Dist::Uniform, 0.99).with_inserts(1.0, 16_384);
+        // 16384 buckets x 8 B = 32 pages, all touched by many inserts; no record page.
+        assert!((m.copied_bytes(1e6) - 32.0 * 4096.0).abs() < 1.0);
     }
 
     #[test]

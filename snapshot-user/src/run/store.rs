@@ -39,12 +39,13 @@ impl Drop for Server {
 
 /// Starts `snapshot serve` on a free port in a private temp dir, with no
 /// save policy of its own: `snapshot run` decides when to snapshot.
-pub fn start(pages: snapshot_store::PagesMode) -> Result<Target> {
+pub fn start(pages: snapshot_store::PagesMode, resize_during_snapshot: bool) -> Result<Target> {
     let dir = tempfile::Builder::new().prefix("snapshot-run-").tempdir().context("creating a private temp dir")?;
     let exe = std::env::current_exe().context("finding the snapshot binary")?;
     let mut child = Command::new(exe)
         .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--pages", pages.name(), "--dir"])
         .arg(dir.path())
+        .args(resize_during_snapshot.then_some("--resize-during-snapshot"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
