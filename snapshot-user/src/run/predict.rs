@@ -72,8 +72,13 @@ impl Model {
     /// Inserts: `ratio` of the writes add keys to a table of `buckets` 8-byte buckets.
     pub fn with_inserts(mut self, ratio: f64, buckets: u64) -> Model {
         self.insert_ratio = ratio;
-        self.bucket_pages = (buckets as f64 * 8.0 / self.page as f64).ceil().max(1.0);
+        self.set_buckets(buckets);
         self
+    }
+
+    /// The table's size at a fork (it grows between snapshots).
+    pub fn set_buckets(&mut self, buckets: u64) {
+        self.bucket_pages = (buckets as f64 * 8.0 / self.page as f64).ceil().max(1.0);
     }
 
     /// Expected bytes copied after `writes` writes while the child lives.

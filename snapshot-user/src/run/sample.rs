@@ -270,6 +270,9 @@ impl Sampler {
         }
         let Some(fork) = view.forks.iter().find(|f| !self.done.contains(&f.start_ns)) else { return };
         let elapsed = fork.end_ns.unwrap_or_else(monotonic_ns).saturating_sub(fork.start_ns) as f64 / 1e9;
+        if let Some(buckets) = info.num("dataset_table_buckets") {
+            self.model.set_buckets(buckets);
+        }
         // The counters from before the fork: the last sample's.
         let before = sum(&self.last_view.server, &self.last_view.children);
         self.open = Some(Open {
