@@ -296,3 +296,37 @@ fn pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back() {
         .collect();
     assert!(huge_snapshots.iter().any(|s| s["copies_by_size"]["2097152"].as_u64().unwrap_or(0) > 0), "{huge_snapshots:?}");
 }
+
+#[test]
+fn bad_input_gets_one_clear_line_and_starts_nothing() {
+    let dir = temp_dir();
+    let json = path(&dir, "never.jsonl");
+    let json_arg = json.display().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--read-ratio", "2"], "--read-ratio must be between 0 and 1"),
+        (&["--keys", "0"], "--keys must be at least 1"),
+        (&["--pages", "4k,hugetlb"], "needs --duration"),
+        (&["--connect", "127.0.0.1:1", "--resize-during-snapshot"], "not with --connect"),
+        (&["--rate=-5", "--json", &json_arg], "--rate must be 0 or more"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(SNAPSHOT).arg("run").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!json.exists(), "a refused run created its output");
+}
+
+#[test]
+fn connect_to_nothing_says_so() {
+    if !privileged("connect_to_nothing_says_so") {
+        return;
+    }
+    let port = free_port().to_string();
+    let out = Command::new(SNAPSHOT).args(["run", "--connect", &format!("127.0.0.1:{port}")]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("nothing listens on 127.0.0.1:{port}")), "{err}");
+}
