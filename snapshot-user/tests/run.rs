@@ -67,7 +67,7 @@ fn json_lines_agree_with_an_independent_tracer_and_private_dirty() {
     let html = path(&dir, "report.html");
     let mut run = Reap(
         Command::new(SNAPSHOT)
-            .args(["run", "--keys", "20000", "--rate", "4000", "--every", "1", "--warmup", "2", "--duration", "6"])
+            .args(["run", "--keys", "20000", "--rate", "4000", "--every", "1", "--warmup", "4", "--duration", "8"])
             .args(["--no-tui", "--html"])
             .arg(&html)
             .arg("--json")

@@ -65,7 +65,9 @@ pub struct RunArgs {
     /// With --connect: the server's pid (default: found from its listening socket).
     #[arg(long, requires = "connect")]
     pub pid: Option<u32>,
-    /// Keep the dataset already in the server (with --connect) instead of loading one.
+    /// Keep the dataset already in the server instead of loading one; the load
+    /// then writes keys named like the loader's (key:000000000000, ...), up to
+    /// the server's key count.
     #[arg(long)]
     pub no_load: bool,
 }
