@@ -235,6 +235,7 @@ fn live_screen_refreshes_in_a_terminal_and_quits_on_q() {
     let second_t = shown_time(&second).unwrap_or_else(|| panic!("screen gone:\n{second}"));
     assert!(second_t > first_t, "the screen did not refresh:\n{first}\n---\n{second}");
     assert!(second.contains("copies/s against writes/s"), "{second}");
+    assert!(second.contains("SNAPSHOT child") || second.contains("no snapshot running"), "no snapshot status:\n{second}");
     tmux(&socket, &["send-keys", "-t", "run", "q"]);
     // After q the run restores the terminal and the shell's `sleep` remains.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -104,7 +104,7 @@ fn render(
 ) {
     let [head, now, chart, table, foot] = Layout::vertical([
         Constraint::Length(2),
-        Constraint::Length(4),
+        Constraint::Length(5),
         Constraint::Min(8),
         Constraint::Length((summaries.len().min(8) + 3) as u16),
         Constraint::Length(1),
