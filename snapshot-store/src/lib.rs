@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// page size really in use.
     #[arg(long, value_enum, default_value = "4k")]
     pub pages: PagesMode,
+    /// Let the hash table resize while a snapshot child lives (Redis does not): a resize
+    /// rewrites every record's link, so the snapshot copies the whole dataset. For measuring that.
+    #[arg(long)]
+    pub resize_during_snapshot: bool,
     /// File name of the snapshot inside --dir (a name, not a path); it is loaded at start if present.
     #[arg(long, default_value = "dump.rdb", value_parser = parse_dbfilename)]
     pub dbfilename: String,
@@ -201,6 +205,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
     let registry = poll.registry().try_clone().context("epoll registry")?;
     let mut persist = persist::Persist::new(dir, args.dbfilename.clone(), save_points);
     persist.rdbcompression = args.rdbcompression;
+    persist.resize_during_snapshot = args.resize_during_snapshot;
     let st = commands::State {
         table,
         mode: args.pages,

@@ -91,6 +91,8 @@ pub struct Persist {
     killed: Vec<libc::pid_t>,
     /// Reused write buffer: SAVE uses it, and the fork child inherits it.
     buf: Vec<u8>,
+    /// Let the table resize while a child lives (what Redis avoids): for measuring the cost.
+    pub resize_during_snapshot: bool,
 }
 
 pub fn unix_now() -> i64 {
@@ -120,6 +122,7 @@ impl Persist {
             child: None,
             killed: Vec::new(),
             buf: Vec::with_capacity(1 << 20),
+            resize_during_snapshot: false,
         }
     }
 
@@ -226,7 +229,7 @@ impl Persist {
         self.keys_processed = 0;
         self.current_cow = 0;
         self.current_cow_peak = 0;
-        let _ = table.set_resize_blocked(true);
+        let _ = table.set_resize_blocked(!self.resize_during_snapshot);
         self.child = Some(Child {
             pid,
             pipe: rfd,

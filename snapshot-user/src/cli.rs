@@ -32,6 +32,9 @@ pub enum Command {
     /// Trace the built-in forking workload and print the report beside its
     /// own pagemap count (what `cargo xtask run` shows).
     Demo,
+    /// The live COW report: a store (or --connect SERVER) under a write load,
+    /// snapshotted on a policy, traced, with a predicted peak per snapshot.
+    Run(crate::run::args::RunArgs),
 }
 
 #[derive(Args, Debug)]

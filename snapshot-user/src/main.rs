@@ -11,6 +11,7 @@ mod loader;
 mod output;
 mod privilege;
 mod report;
+mod run;
 mod serve;
 mod spawn;
 mod trace;
@@ -60,6 +61,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Workload(args) => workload::run(&args),
         cli::Command::Demo => demo(),
+        cli::Command::Run(args) => run::run(args),
     }
 }
 

@@ -62,7 +62,7 @@ fn run(task: Task) -> Result<ExitCode> {
         Task::Run { debug, args } => {
             let binary = build(&tools, !debug)?;
             // `snapshot` alone prints its help: the main job is named.
-            let args = if args.is_empty() { vec!["demo".into()] } else { args };
+            let args = if args.is_empty() { vec![OsString::from("run")] } else { args };
             run_as_root(&binary, &args)
         }
         Task::Test { args } => {

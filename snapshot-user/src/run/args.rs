@@ -1,0 +1,107 @@
+//! `snapshot run` options.
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Keys in the dataset (loaded before the write load starts).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 512)]
+    pub value_size: usize,
+    /// Operations per second the load generator sends (0: no load).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Which keys the load touches.
+    #[arg(long, value_enum, default_value_t = Dist::Uniform)]
+    pub dist: Dist,
+    /// Zipf exponent for --dist zipf.
+    #[arg(long, default_value_t = 0.99)]
+    pub zipf_s: f64,
+    /// Share of the operations that are GETs (the rest are SETs), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Start a snapshot (BGSAVE) every SECS seconds after the last one ended;
+    /// 0 leaves snapshots to the server's own save policy.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub every: f64,
+    /// Seconds of load before the first snapshot (a baseline for latency).
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Share of the SETs that insert new keys (the dataset grows, and so
+    /// does the store's hash table), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub insert_ratio: f64,
+    /// Let the store's hash table resize while a snapshot child lives (Redis
+    /// does not): with --insert-ratio, shows what that costs in copies.
+    #[arg(long)]
+    pub resize_during_snapshot: bool,
+    /// Stop after SECS seconds of load (default: q or Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Seconds between samples (and screen refreshes).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Plain text, one line per interval, instead of the live screen
+    /// (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Write JSON Lines here: one object per interval, one per snapshot, one at the end.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write an HTML report here at the end (one self-contained file with the charts).
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// Page size backing the store's dataset; several (4k,thp,hugetlb) run the
+    /// same workload under each in turn (each for --duration) and end with one table.
+    /// hugetlb reserves huge pages for the run and gives them back.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "4k")]
+    pub pages: Vec<snapshot_store::PagesMode>,
+    /// Drive and trace an existing RESP server (e.g. redis-server) instead of starting the store.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// With --connect: the server's pid (default: found from its listening socket).
+    #[arg(long, requires = "connect")]
+    pub pid: Option<u32>,
+    /// Keep the dataset already in the server instead of loading one; the load
+    /// then writes keys named like the loader's (key:000000000000, ...), up to
+    /// the server's key count.
+    #[arg(long)]
+    pub no_load: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dist {
+    /// Every key equally likely.
+    Uniform,
+    /// A few hot keys (Zipf, exponent --zipf-s), scattered over the keyspace.
+    Zipf,
+    /// Keys in order, wrapping around.
+    Sequential,
+}
+
+impl RunArgs {
+    /// Checks what clap cannot: ranges that depend on meaning.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.keys > 0, "--keys must be at least 1");
+        anyhow::ensure!(self.value_size > 0, "--value-size must be at least 1");
+        anyhow::ensure!(self.rate >= 0.0 && self.rate.is_finite(), "--rate must be 0 or more ops/s");
+        anyhow::ensure!((0.0..=1.0).contains(&self.read_ratio), "--read-ratio must be between 0 and 1");
+        anyhow::ensure!((0.0..=1.0).contains(&self.insert_ratio), "--insert-ratio must be between 0 and 1");
+        anyhow::ensure!(
+            !(self.resize_during_snapshot && self.connect.is_some()),
+            "--resize-during-snapshot is an option of the store: not with --connect"
+        );
+        anyhow::ensure!(self.interval >= 0.05, "--interval must be at least 0.05 s");
+        anyhow::ensure!(self.every >= 0.0 && self.warmup >= 0.0, "--every and --warmup must be 0 or more");
+        anyhow::ensure!(self.zipf_s > 0.0, "--zipf-s must be more than 0");
+        if self.pages.len() > 1 {
+            anyhow::ensure!(self.connect.is_none(), "--pages with several sizes runs the store: not with --connect");
+            anyhow::ensure!(self.duration.is_some(), "--pages with several sizes needs --duration (the time under each)");
+        }
+        Ok(())
+    }
+}

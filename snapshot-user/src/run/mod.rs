@@ -1,0 +1,254 @@
+//! `snapshot run`: the live COW report. Starts (or connects to) a RESP
+//! server, loads a dataset, drives a write load, takes snapshots on a policy,
+//! traces the server and its snapshot children, and feeds one stream of
+//! samples to sinks that render it (live screen, plain lines, JSON Lines).
+use std::{
+    io::IsTerminal,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+pub mod args;
+mod compare;
+mod hugetlb;
+mod load;
+mod predict;
+mod resp;
+mod sample;
+mod sinks;
+mod store;
+mod tracer;
+mod watch;
+
+use args::RunArgs;
+use snapshot_store::PagesMode;
+use resp::{Conn, Reply};
+use sample::Sampler;
+use sinks::{Setting, Sink};
+
+/// How long the end of a run waits for a snapshot in progress to finish.
+const FINISH_WAIT: Duration = Duration::from_secs(120);
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    args.validate()?;
+    crate::kernel::Caps::current()?.require_tracing()?;
+    let tui = !args.no_tui && std::io::stdout().is_terminal();
+    let mut sinks = open_sinks(&args, tui)?;
+    let modes: Vec<Option<PagesMode>> = match args.connect {
+        Some(_) => vec![None],
+        None => args.pages.iter().copied().map(Some).collect(),
+    };
+    let mut rows = Vec::new();
+    let mut last = Vec::new();
+    for mode in modes {
+        let outcome = workload(&args, mode, &mut sinks);
+        // The screen is restored before an error is printed.
+        let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
+        let observed = setting.pages_observed.clone().unwrap_or_default();
+        rows.push(compare::row(mode.map_or("server's", PagesMode::name), &observed, &end, &summaries));
+        last = summaries;
+    }
+    if rows.len() > 1 {
+        let comparison = compare::Comparison { kind: "comparison", rows };
+        for sink in &mut sinks {
+            sink.compare(&comparison)?;
+        }
+        if tui {
+            drop(sinks);
+            println!("{}", sinks::lines::comparison_table(&comparison));
+        }
+    } else if tui {
+        drop(sinks);
+        println!("{}", sinks::lines::table(&last));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One workload against one server: start it (or connect), load, drive,
+/// snapshot and sample until the end; the server is stopped on return.
+fn workload(
+    args: &RunArgs,
+    mode: Option<PagesMode>,
+    sinks: &mut [Box<dyn Sink>],
+) -> Result<(Setting, sample::End, Vec<sample::Summary>)> {
+    let _huge = match mode {
+        Some(PagesMode::Hugetlb) => Some(hugetlb::reserve(hugetlb::pages_for(args.keys, args.value_size))?),
+        _ => None,
+    };
+    let target = match (&args.connect, mode) {
+        (Some(addr), _) => store::connect(addr, args.pid)?,
+        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), args.resize_during_snapshot)?,
+    };
+    let tracer = tracer::Tracer::attach(target.pid)?;
+    if !args.no_load {
+        load::populate(target.addr, args.keys, args.value_size)?;
+    }
+    let mut conn = Conn::connect(target.addr)?;
+    let info = conn.info("all")?;
+    let keys = info.keys().max(1);
+    let dataset = info.num("used_memory").unwrap_or(args.keys * args.value_size as u64);
+    let page = match mode {
+        Some(PagesMode::Hugetlb) => 2 << 20,
+        // THP is split on a COW fault and copied in base pages.
+        _ => crate::kernel::page_size(),
+    };
+    // Without the store's bucket count (another server), a load factor of 1.
+    let buckets = info.num("dataset_table_buckets").unwrap_or(keys);
+    let model = predict::Model::new(keys, dataset as f64 / keys as f64, page, args.dist, args.zipf_s)
+        .with_inserts(args.insert_ratio, buckets);
+    let setting = Setting {
+        kind: "setting",
+        server: target.name.clone(),
+        pages_observed: info.get("dataset_pages_mode").map(crate::run::escape),
+        pid: target.pid,
+        addr: target.addr.to_string(),
+        keys,
+        value_size: args.value_size,
+        dataset_bytes: dataset,
+        page_bytes: page,
+        rate: args.rate,
+        dist: args.dist,
+        read_ratio: args.read_ratio,
+        every_s: args.every,
+    };
+    for sink in sinks.iter_mut() {
+        sink.begin(&setting)?;
+    }
+    let shared = load::Shared::new();
+    let watcher = watch::spawn(target.pid, shared.clone())?;
+    let config = load::LoadConfig {
+        keys,
+        value_size: args.value_size,
+        rate: args.rate,
+        dist: args.dist,
+        zipf_s: args.zipf_s,
+        read_ratio: args.read_ratio,
+        insert_ratio: args.insert_ratio,
+    };
+    let loader = load::spawn(target.addr, config, shared.clone())?;
+    let setup = sample::Setup {
+        tracer,
+        conn: Conn::connect(target.addr)?,
+        shared: shared.clone(),
+        pid: target.pid,
+        model,
+        value_size: args.value_size as u64,
+        dataset_bytes: dataset,
+    };
+    let outcome = Sampler::new(setup).and_then(|sampler| drive(args, sampler, &mut conn, &shared, sinks, &loader));
+    shared.stop.store(true, Ordering::Relaxed);
+    let loaded = loader.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
+    let _ = watcher.join();
+    let (end, summaries) = outcome?;
+    loaded.context("the load generator")?;
+    for sink in sinks.iter_mut() {
+        sink.end(&end, &summaries)?;
+    }
+    Ok((setting, end, summaries))
+}
+
+fn open_sinks(args: &RunArgs, tui: bool) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if tui {
+        sinks.push(Box::new(sinks::tui::Tui::start()?));
+    } else {
+        sinks.push(Box::new(sinks::lines::Lines));
+    }
+    if let Some(path) = &args.html {
+        sinks.push(Box::new(sinks::html::Html::new(path.clone())));
+    }
+    if let Some(path) = &args.json {
+        sinks.push(Box::new(sinks::jsonl::Jsonl::create(path)?));
+    }
+    Ok(sinks)
+}
+
+/// Samples every interval and applies the snapshot policy until q, Ctrl-C
+/// or --duration; then lets a snapshot in progress finish.
+fn drive(
+    args: &RunArgs,
+    mut sampler: Sampler,
+    conn: &mut Conn,
+    shared: &load::Shared,
+    sinks: &mut [Box<dyn Sink>],
+    loader: &std::thread::JoinHandle<Result<()>>,
+) -> Result<(sample::End, Vec<sample::Summary>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+    }
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(args.interval);
+    let mut next = start + period;
+    let mut next_snapshot = start + Duration::from_secs_f64(args.warmup);
+    let mut ending: Option<Instant> = None;
+    loop {
+        let quit = wait_until(next, sinks, &stop)?;
+        next += period;
+        let (sample, summary) = sampler.sample()?;
+        for sink in sinks.iter_mut() {
+            sink.interval(&sample)?;
+            if let Some(summary) = &summary {
+                sink.snapshot(summary)?;
+            }
+        }
+        if summary.is_some() {
+            next_snapshot = Instant::now() + Duration::from_secs_f64(args.every);
+        }
+        if quit || loader.is_finished() {
+            break;
+        }
+        if args.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
+            ending.get_or_insert_with(Instant::now);
+        }
+        let busy = sampler.snapshot_open() || shared.child_alive.load(Ordering::Relaxed);
+        match ending {
+            // --duration ends the run once the snapshot in progress is summarised.
+            Some(at) if !busy || at.elapsed() > FINISH_WAIT => break,
+            None if args.every > 0.0 && !busy && Instant::now() >= next_snapshot => {
+                bgsave(conn)?;
+                // The next one is planned when this one's summary arrives.
+                next_snapshot = Instant::now() + Duration::from_secs(3600);
+            }
+            _ => {}
+        }
+    }
+    let end = sampler.end()?;
+    Ok((end, sampler.summaries))
+}
+
+/// Sleeps until `at`, watching for Ctrl-C and the sinks' quit key.
+fn wait_until(at: Instant, sinks: &mut [Box<dyn Sink>], stop: &AtomicBool) -> Result<bool> {
+    let mut quit = false;
+    loop {
+        for sink in sinks.iter_mut() {
+            quit |= sink.quit_requested()?;
+        }
+        quit |= stop.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if now >= at {
+            return Ok(quit);
+        }
+        std::thread::sleep((at - now).min(Duration::from_millis(20)));
+    }
+}
+
+fn bgsave(conn: &mut Conn) -> Result<()> {
+    match conn.call(&["BGSAVE"])? {
+        // Another save (the server's own policy) is running: take that one.
+        Reply::Error(e) if e.contains("in progress") => Ok(()),
+        Reply::Error(e) => anyhow::bail!("BGSAVE refused: {e}"),
+        _ => Ok(()),
+    }
+}
+
+/// A process name made printable: other users choose these bytes.
+pub fn escape(name: &str) -> String {
+    name.chars().flat_map(char::escape_default).collect()
+}

@@ -1,0 +1,68 @@
+//! Renderers of the sample stream. They only render: every number they show
+//! was computed in `sample`.
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{
+    compare::Comparison,
+    sample::{End, Sample, Summary},
+};
+
+pub mod html;
+pub mod jsonl;
+pub mod lines;
+pub mod tui;
+
+/// What runs, for headers.
+#[derive(Serialize, Clone, Debug)]
+pub struct Setting {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub server: String,
+    /// The page size the store's dataset really got (INFO dataset_pages_mode), when it says.
+    pub pages_observed: Option<String>,
+    pub pid: u32,
+    pub addr: String,
+    pub keys: u64,
+    pub value_size: usize,
+    pub dataset_bytes: u64,
+    pub page_bytes: u64,
+    pub rate: f64,
+    pub dist: super::args::Dist,
+    pub read_ratio: f64,
+    pub every_s: f64,
+}
+
+pub trait Sink {
+    /// A workload starts (one per --pages mode).
+    fn begin(&mut self, setting: &Setting) -> Result<()>;
+    fn interval(&mut self, sample: &Sample) -> Result<()>;
+    fn snapshot(&mut self, summary: &Summary) -> Result<()>;
+    fn end(&mut self, end: &End, summaries: &[Summary]) -> Result<()>;
+    /// The page sizes side by side, after the last workload.
+    fn compare(&mut self, _comparison: &Comparison) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the user asked to quit (the live screen's q).
+    fn quit_requested(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Bytes for people.
+pub fn bytes(n: u64) -> String {
+    crate::report::human(n)
+}
+
+/// Microseconds for people.
+pub fn micros(us: u64) -> String {
+    if us >= 1000 { format!("{:.1}ms", us as f64 / 1000.0) } else { format!("{us}µs") }
+}
+
+/// `4KiB:120 2MiB:3`.
+pub fn by_size(map: &std::collections::BTreeMap<u64, u64>) -> String {
+    if map.is_empty() {
+        return "-".into();
+    }
+    map.iter().map(|(s, n)| format!("{}:{n}", bytes(*s).replace(".0 ", "").replace(' ', ""))).collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,333 @@
+//! `snapshot run` end to end: the store (or a real redis-server) under load,
+//! snapshotted, traced; its JSON Lines checked against a second, independent
+//! tracer and against the snapshot child's smaps Private_Dirty; the live
+//! screen driven in a real terminal (tmux).
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// Kills the process by pid when dropped, even when the test fails.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn of_type<'a>(all: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    all.iter().filter(|v| v["type"] == kind).collect()
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+/// Waits for the first line of the JSON Lines file (the setting) and returns it.
+fn setting(path: &Path, run: &mut Child) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(first) = text.lines().next()
+        {
+            return serde_json::from_str(first).expect("setting line");
+        }
+        assert!(run.try_wait().unwrap().is_none(), "snapshot run exited before its first line");
+        assert!(Instant::now() < deadline, "no setting line within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn json_lines_agree_with_an_independent_tracer_and_private_dirty() {
+    if !privileged("json_lines_agree_with_an_independent_tracer_and_private_dirty") {
+        return;
+    }
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let html = path(&dir, "report.html");
+    let mut run = Reap(
+        Command::new(SNAPSHOT)
+            .args(["run", "--keys", "20000", "--rate", "4000", "--every", "1", "--warmup", "4", "--duration", "8"])
+            .args(["--no-tui", "--html"])
+            .arg(&html)
+            .arg("--json")
+            .arg(&json)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = u(&setting(&json, &mut run.0), "pid").to_string();
+    // A second tracer, loaded on its own, on the same store: its per-fork
+    // counts must be the run's, exactly. It ends when the store exits.
+    let trace_json = path(&dir, "trace.json");
+    let trace = Command::new(SNAPSHOT)
+        .args(["trace", "--pid", &pid, "--json"])
+        .arg(&trace_json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut trace = Reap(trace);
+    assert!(run.0.wait().unwrap().success(), "snapshot run failed");
+    assert!(trace.0.wait().unwrap().success(), "snapshot trace failed");
+    let all = lines(&json);
+    let intervals = of_type(&all, "interval");
+    let snapshots = of_type(&all, "snapshot");
+    let end = of_type(&all, "end");
+    assert!(intervals.len() >= 4, "{} intervals", intervals.len());
+    assert!(snapshots.len() >= 2, "{} snapshots in {all:#?}", snapshots.len());
+    assert_eq!(end.len(), 1);
+    let traced = common::json(&trace_json);
+    let forks = traced["forks"].as_array().unwrap();
+    for s in &snapshots {
+        let child = u(s, "child_pid");
+        // The independent tracer attached during warmup, before the first fork.
+        let fork = forks.iter().find(|f| u(f, "child") == child).unwrap_or_else(|| panic!("fork {child} not traced"));
+        let theirs = u(fork, "parent_bytes") + u(fork, "child_bytes");
+        assert_eq!(u(s, "copied_bytes"), theirs, "snapshot {s}\nvs {fork}");
+        assert!(u(s, "copies") > 0 && u(s, "writes") > 0, "a snapshot under load copied nothing: {s}");
+        // Private_Dirty also holds the child's own new pages, and is read a moment before it exits.
+        let dirty = u(s, "private_dirty_bytes");
+        let copied = u(s, "copied_bytes");
+        assert!(copied.abs_diff(dirty) <= dirty / 20 + (1 << 20), "tracer {copied} vs Private_Dirty {dirty}: {s}");
+        assert!(u(s, "fork_usec") > 0, "{s}");
+    }
+    // The intervals add up to the end's totals.
+    let copies: f64 = intervals.iter().map(|i| i["copies_per_s"].as_f64().unwrap() * i["interval_s"].as_f64().unwrap()).sum();
+    let last_total = u(intervals.last().unwrap(), "cow_copies_total");
+    assert!((copies - last_total as f64).abs() < 2.0, "intervals {copies} vs total {last_total}");
+    let end = end[0];
+    assert_eq!(u(end, "server_copies") + u(end, "children_copies"), last_total);
+    assert_eq!(u(end, "tracer_lost"), 0);
+    html_charts_are_drawn(&html, &dir);
+}
+
+/// Opens the HTML report in headless Chromium and counts the pixels of the
+/// charts' two colours in the screenshot: lines and bars, not an empty page.
+fn html_charts_are_drawn(html: &Path, dir: &tempfile::TempDir) {
+    let page = std::fs::read_to_string(html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "three inline charts");
+    assert!(!page.contains("src=") && !page.contains("<link"), "the report loads nothing from elsewhere");
+    let shot = path(dir, "shot.png");
+    let profile = path(dir, "chromium-profile");
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1000,1400", "--hide-scrollbars"])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("chromium not found: apt-get install chromium");
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.line_size / info.width as usize;
+    let pixels = buf[..info.buffer_size()].chunks(channels);
+    let near = |p: &[u8], c: [u8; 3]| p.iter().zip(c).all(|(a, b)| a.abs_diff(b) < 30);
+    let (mut red, mut blue) = (0, 0);
+    for p in pixels {
+        red += usize::from(near(p, [214, 39, 40]));
+        blue += usize::from(near(p, [31, 119, 180]));
+    }
+    // Two 3-px lines across a 900-px chart and the bars: thousands of pixels each.
+    assert!(red > 2000 && blue > 2000, "charts not drawn: {red} red, {blue} blue pixels in {}", shot.display());
+}
+
+#[test]
+fn connect_drives_redis_server_and_agrees_with_rdb_last_cow_size() {
+    if !privileged("connect_drives_redis_server_and_agrees_with_rdb_last_cow_size") {
+        return;
+    }
+    let dir = temp_dir();
+    let port = free_port().to_string();
+    let mut server = Reap(
+        Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server not found: apt-get install redis-server"),
+    );
+    let mut out = BufReader::new(server.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Ready to accept connections") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "redis-server exited");
+    }
+    std::thread::spawn(move || for _ in out.lines() {});
+    let json = path(&dir, "run.jsonl");
+    let status = Command::new(SNAPSHOT)
+        .args(["run", "--connect", &format!("127.0.0.1:{port}"), "--keys", "50000", "--rate", "5000"])
+        .args(["--every", "1", "--warmup", "1", "--duration", "4", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let all = lines(&json);
+    // The pid came from the listening socket.
+    assert_eq!(u(&all[0], "pid"), server.0.id() as u64, "{}", all[0]);
+    let snapshots = of_type(&all, "snapshot");
+    assert!(!snapshots.is_empty(), "no snapshot of redis-server: {all:#?}");
+    for s in snapshots {
+        let copied = u(s, "copied_bytes");
+        let redis = u(s, "private_dirty_bytes");
+        assert!(copied > 0, "{s}");
+        assert!(copied.abs_diff(redis) <= redis / 20 + (1 << 20), "tracer {copied} vs rdb_last_cow_size {redis}: {s}");
+    }
+}
+
+fn tmux(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("tmux").arg("-S").arg(socket).args(args).output().expect("tmux not found: apt-get install tmux")
+}
+
+/// The number after "t " on the live screen's first status line.
+fn shown_time(screen: &str) -> Option<u64> {
+    let line = screen.lines().find(|l| l.contains("writes/s") && l.contains("copies/s"))?;
+    line.split("t ").nth(1)?.split('s').next()?.trim().parse().ok()
+}
+
+#[test]
+fn live_screen_refreshes_in_a_terminal_and_quits_on_q() {
+    if !privileged("live_screen_refreshes_in_a_terminal_and_quits_on_q") {
+        return;
+    }
+    let dir = temp_dir();
+    let socket = path(&dir, "tmux.sock");
+    let _server = KillTmux(socket.clone());
+    let command = format!("{SNAPSHOT} run --keys 20000 --rate 2000 --every 2 --warmup 1; sleep 30");
+    let started = tmux(&socket, &["new-session", "-d", "-s", "run", "-x", "160", "-y", "45", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let capture = || String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "run"]).stdout).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (first, first_t) = loop {
+        let screen = capture();
+        if let Some(t) = shown_time(&screen) {
+            break (screen, t);
+        }
+        assert!(Instant::now() < deadline, "no live screen within 60 s:\n{screen}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = capture();
+    let second_t = shown_time(&second).unwrap_or_else(|| panic!("screen gone:\n{second}"));
+    assert!(second_t > first_t, "the screen did not refresh:\n{first}\n---\n{second}");
+    assert!(second.contains("copies/s against writes/s"), "{second}");
+    assert!(second.contains("SNAPSHOT child") || second.contains("no snapshot running"), "no snapshot status:\n{second}");
+    tmux(&socket, &["send-keys", "-t", "run", "q"]);
+    // After q the run restores the terminal and the shell's `sleep` remains.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let screen = capture();
+        if !screen.contains("copies/s against writes/s") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "q did not quit:\n{screen}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Ends the test's own tmux server (and the run in it), even when the test fails.
+struct KillTmux(std::path::PathBuf);
+
+impl Drop for KillTmux {
+    fn drop(&mut self) {
+        tmux(&self.0, &["kill-server"]);
+    }
+}
+
+#[test]
+fn pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back() {
+    if !privileged("pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let status = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "20000", "--rate", "3000", "--every", "1", "--warmup", "1", "--duration", "3"])
+        .args(["--pages", "4k,hugetlb", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before, "huge pages not given back");
+    let all = lines(&json);
+    let settings = of_type(&all, "setting");
+    assert_eq!(settings.iter().map(|s| s["pages_observed"].as_str().unwrap()).collect::<Vec<_>>(), ["4k", "hugetlb"]);
+    let comparison = of_type(&all, "comparison");
+    let rows = comparison[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let (small, huge) = (&rows[0], &rows[1]);
+    assert!(u(small, "snapshots") > 0 && u(huge, "snapshots") > 0, "{rows:?}");
+    // The same writes copy 2 MiB at a time on hugetlb: many times the bytes of 4 KiB pages.
+    assert!(
+        u(huge, "copied_bytes_per_snapshot") > 4 * u(small, "copied_bytes_per_snapshot"),
+        "hugetlb {huge} vs 4k {small}"
+    );
+    // The snapshots of the hugetlb run copied 2 MiB pages.
+    let huge_snapshots: Vec<&Value> = all
+        .iter()
+        .skip_while(|v| v["type"] != "setting" || v["pages_observed"] != "hugetlb")
+        .filter(|v| v["type"] == "snapshot")
+        .collect();
+    assert!(huge_snapshots.iter().any(|s| s["copies_by_size"]["2097152"].as_u64().unwrap_or(0) > 0), "{huge_snapshots:?}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_starts_nothing() {
+    let dir = temp_dir();
+    let json = path(&dir, "never.jsonl");
+    let json_arg = json.display().to_string();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--read-ratio", "2"], "--read-ratio must be between 0 and 1"),
+        (&["--keys", "0"], "--keys must be at least 1"),
+        (&["--pages", "4k,hugetlb"], "needs --duration"),
+        (&["--connect", "127.0.0.1:1", "--resize-during-snapshot"], "not with --connect"),
+        (&["--rate=-5", "--json", &json_arg], "--rate must be 0 or more"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(SNAPSHOT).arg("run").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert!(!json.exists(), "a refused run created its output");
+}
+
+#[test]
+fn connect_to_nothing_says_so() {
+    if !privileged("connect_to_nothing_says_so") {
+        return;
+    }
+    let port = free_port().to_string();
+    let out = Command::new(SNAPSHOT).args(["run", "--connect", &format!("127.0.0.1:{port}")]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("nothing listens on 127.0.0.1:{port}")), "{err}");
+}
