@@ -22,6 +22,7 @@ pub mod commands;
 pub mod glob;
 pub mod info;
 pub mod latency;
+pub mod method;
 pub mod persist;
 pub mod rdb;
 pub mod resp;
@@ -69,6 +70,11 @@ pub struct ServeArgs {
     /// from a loopback address (the default, like Redis's `enable-debug-command local`).
     #[arg(long, value_enum, default_value = "local")]
     pub enable_debug_command: DebugMode,
+    /// How BGSAVE and the save policy snapshot: fork (a child process, copy-on-write by the
+    /// kernel) or forkless (a thread of the store, copy-before-write by the store). BGSAVE FORK
+    /// and BGSAVE FORKLESS choose per save; CONFIG SET default-bgsave-method changes it.
+    #[arg(long, value_enum, default_value = "fork")]
+    pub default_bgsave_method: method::Method,
 }
 
 /// Redis's `enable-debug-command`.
@@ -201,6 +207,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
     let registry = poll.registry().try_clone().context("epoll registry")?;
     let mut persist = persist::Persist::new(dir, args.dbfilename.clone(), save_points);
     persist.rdbcompression = args.rdbcompression;
+    persist.default_method = args.default_bgsave_method;
     let st = commands::State {
         table,
         mode: args.pages,

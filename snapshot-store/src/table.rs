@@ -24,7 +24,8 @@ struct Rec {
     vlen: u32,
     /// Bytes reserved for this block (to free it and to know if a new value fits in place).
     cap: u32,
-    _pad: u32,
+    /// Forkless save generation this record was handled in (saved, or born after its start).
+    epoch: u32,
 }
 
 const HDR: usize = std::mem::size_of::<Rec>();
@@ -55,6 +56,57 @@ pub struct Table {
     expire_cursor: usize,
     /// Resizes done while blocked, past [`FORCE_RESIZE_RATIO`].
     forced_resizes: u64,
+    /// Copy-before-write state while a forkless save runs.
+    cow: Option<CowSave>,
+    /// Generation of the last forkless save (records carry the one that handled them).
+    save_epoch: u32,
+}
+
+/// A forkless save in progress: every record present at its start is copied out exactly once,
+/// either by the walk (in bucket order) or, if it is about to change first, just before.
+struct CowSave {
+    epoch: u32,
+    /// Next bucket the walk visits; back to 0 after a resize (handled records are skipped).
+    cursor: usize,
+    /// Copied records not yet handed to the writer ([`push_raw`] format).
+    out: Vec<u8>,
+    /// Bytes of records copied because they were about to change (the price of exactness).
+    early_bytes: u64,
+    early_keys: u64,
+}
+
+/// One copied record: key length, value length (u32 LE), expiry (i64 LE, 0 = none), key, value.
+fn push_raw(out: &mut Vec<u8>, r: &Rec) {
+    out.extend_from_slice(&r.klen.to_le_bytes());
+    out.extend_from_slice(&r.vlen.to_le_bytes());
+    out.extend_from_slice(&r.expire_ms.to_le_bytes());
+    out.extend_from_slice(r.key());
+    out.extend_from_slice(r.val());
+}
+
+/// A copied record, as the forkless writer reads it back.
+pub struct Copied<'a> {
+    pub key: &'a [u8],
+    pub val: &'a [u8],
+    /// Absolute Unix ms; 0 = none.
+    pub expire_ms: i64,
+}
+
+/// Splits the first record off a buffer of [`push_raw`] records; returns it and the rest.
+pub fn pop_raw(b: &[u8]) -> Option<(Copied<'_>, &[u8])> {
+    let klen = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+    let vlen = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+    let expire_ms = i64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+    let key = b.get(16..16 + klen)?;
+    let val = b.get(16 + klen..16 + klen + vlen)?;
+    Some((
+        Copied {
+            key,
+            val,
+            expire_ms,
+        },
+        &b[16 + klen + vlen..],
+    ))
 }
 
 // SAFETY: the table owns its arena and all pointers point into it; it is used from one thread
@@ -116,6 +168,98 @@ impl Table {
             resize_blocked: false,
             expire_cursor: 0,
             forced_resizes: 0,
+            cow: None,
+            save_epoch: 0,
+        }
+    }
+
+    /// Starts copy-before-write for a forkless save: from now on every record present is
+    /// copied out once, before it changes or when [`Table::walk_step`] reaches it.
+    pub fn begin_cow(&mut self) {
+        self.save_epoch = self.save_epoch.wrapping_add(1);
+        if self.save_epoch == 0 {
+            // After 2^32 saves old tags could match again: clear them (rare, one pass).
+            self.save_epoch = 1;
+            self.visit_mut(|r| r.epoch = 0);
+        }
+        self.cow = Some(CowSave {
+            epoch: self.save_epoch,
+            cursor: 0,
+            out: Vec::new(),
+            early_bytes: 0,
+            early_keys: 0,
+        });
+    }
+
+    /// Stops copy-before-write; returns (bytes, keys) copied early because of writes.
+    pub fn end_cow(&mut self) -> (u64, u64) {
+        self.cow
+            .take()
+            .map_or((0, 0), |c| (c.early_bytes, c.early_keys))
+    }
+
+    pub fn cow_active(&self) -> bool {
+        self.cow.is_some()
+    }
+
+    /// Takes the records copied so far (to hand them to the writer).
+    pub fn take_copied(&mut self) -> Vec<u8> {
+        self.cow
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default()
+    }
+
+    /// Copies out not-yet-handled records of the next buckets until `budget` bytes are copied
+    /// (or the table ends). Returns true once every bucket has been walked.
+    pub fn walk_step(&mut self, budget: usize) -> bool {
+        let Some(c) = self.cow.as_mut() else {
+            return true;
+        };
+        let start = c.out.len();
+        while c.cursor < self.nbuckets && c.out.len() - start < budget {
+            // SAFETY: cursor < nbuckets; chains are valid records of this table.
+            let mut r = unsafe { *self.buckets.add(c.cursor) };
+            while !r.is_null() {
+                // SAFETY: valid record, only this thread touches it.
+                let rr = unsafe { &mut *r };
+                if rr.epoch != c.epoch {
+                    rr.epoch = c.epoch;
+                    push_raw(&mut c.out, rr);
+                }
+                r = rr.next;
+            }
+            c.cursor += 1;
+        }
+        c.cursor >= self.nbuckets
+    }
+
+    /// Before a record changes or goes away: if a forkless save has not copied it yet, copy
+    /// its current (pre-write) version now.
+    fn before_write(&mut self, r: *mut Rec) {
+        if let Some(c) = self.cow.as_mut() {
+            // SAFETY: callers pass a live record of this table.
+            let rr = unsafe { &mut *r };
+            if rr.epoch != c.epoch {
+                rr.epoch = c.epoch;
+                let n = c.out.len();
+                push_raw(&mut c.out, rr);
+                c.early_bytes += (c.out.len() - n) as u64;
+                c.early_keys += 1;
+            }
+        }
+    }
+
+    fn visit_mut(&mut self, mut f: impl FnMut(&mut Rec)) {
+        for i in 0..self.nbuckets {
+            // SAFETY: bucket array and chains are valid.
+            let mut r = unsafe { *self.buckets.add(i) };
+            while !r.is_null() {
+                // SAFETY: valid record.
+                let rr = unsafe { &mut *r };
+                f(rr);
+                r = rr.next;
+            }
         }
     }
 
@@ -231,6 +375,7 @@ impl Table {
         }
         // SAFETY: valid record.
         unsafe {
+            self.before_write(*link);
             let r = &mut **link;
             if r.expire_ms == 0 && at_ms != 0 {
                 self.expires += 1;
@@ -258,6 +403,7 @@ impl Table {
         // SAFETY: per the contract.
         unsafe {
             let r = *link;
+            self.before_write(r);
             *link = (*r).next;
             if (*r).expire_ms != 0 {
                 self.expires -= 1;
@@ -276,6 +422,7 @@ impl Table {
         unsafe {
             if !link.is_null() {
                 let r = *link;
+                self.before_write(r);
                 let old_exp = (*r).expire_ms;
                 let new_exp = match exp {
                     Expire::Clear => 0,
@@ -356,7 +503,8 @@ impl Table {
                 klen,
                 vlen,
                 cap: cap32,
-                _pad: 0,
+                // Born during a forkless save: not part of its instant.
+                epoch: self.cow.as_ref().map_or(0, |c| c.epoch),
             });
             ptr::copy_nonoverlapping(key.as_ptr(), p.add(HDR), key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), p.add(HDR + key.len()), val.len());
@@ -416,6 +564,10 @@ impl Table {
         }
         self.buckets = nb;
         self.nbuckets = n;
+        if let Some(c) = self.cow.as_mut() {
+            // A shrink moves records behind the cursor: walk again; handled ones are skipped.
+            c.cursor = 0;
+        }
         Ok(())
     }
 
@@ -571,6 +723,64 @@ mod tests {
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no growth up to the ratio");
         t.reserve(1000);
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no reserve while blocked");
+    }
+
+    /// Copy-before-write: what a forkless save collects is the table at `begin_cow`, whatever
+    /// happens before the walk reaches a record (overwrites, deletes, expiry changes, inserts,
+    /// and a shrink that moves records to buckets behind the walk's cursor).
+    #[test]
+    fn forkless_copies_the_start_instant() {
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..3000 {
+            let (k, v) = (format!("k{i}"), format!("v{i}"));
+            t.set(k.as_bytes(), v.as_bytes(), Expire::Clear, 1).unwrap();
+            want.insert(k.into_bytes(), (v.into_bytes(), 0));
+        }
+        t.begin_cow();
+        let mut got = std::collections::BTreeMap::new();
+        let mut collect = |b: Vec<u8>| {
+            let mut b = &b[..];
+            while let Some((r, rest)) = pop_raw(b) {
+                let old = got.insert(r.key.to_vec(), (r.val.to_vec(), r.expire_ms));
+                assert!(old.is_none(), "copied twice");
+                b = rest;
+            }
+        };
+        let mut i = 0;
+        loop {
+            // A few writes between walk steps; new keys force resizes mid-walk.
+            for _ in 0..20 {
+                let k = format!("k{}", (i * 7919) % 6000);
+                match i % 4 {
+                    0 => t.set(k.as_bytes(), b"new", Expire::Clear, 1).unwrap(),
+                    1 => {
+                        t.del(k.as_bytes(), 1);
+                    }
+                    2 => {
+                        t.set_expire(k.as_bytes(), 99, 1);
+                    }
+                    _ => t.set(k.as_bytes(), &[b'z'; 700], Expire::Keep, 1).unwrap(),
+                }
+                i += 1;
+            }
+            let done = t.walk_step(512);
+            collect(t.take_copied());
+            if done {
+                break;
+            }
+            if i == 400 {
+                // Most keys go, then the table shrinks: records move to buckets below the cursor.
+                for j in (0..6000).filter(|j| j % 16 != 0) {
+                    t.del(format!("k{j}").as_bytes(), 1);
+                }
+                let before = t.nbuckets();
+                t.fit().unwrap();
+                assert!(t.nbuckets() < before);
+            }
+        }
+        t.end_cow();
+        assert_eq!(got, want);
     }
 
     #[test]
