@@ -114,6 +114,8 @@ pub fn render(st: &State, asked: &[String]) -> String {
              rdb_saves_pid:{}\r\nsave_policy:{}\r\nrdb_last_bgsave_method:{}\r\n\
              default_bgsave_method:{}\r\nforkless_last_setup_usec:{}\r\n\
              forkless_copied_before_write_bytes:{}\r\nforkless_copied_before_write_keys:{}\r\n\
+             cow_strategy:{}\r\nfork_shared_index_pages_written:{}\r\n\
+             fork_shared_record_pages_written:{}\r\n\
              aof_enabled:0\r\n",
             p.dirty,
             in_progress as u8,
@@ -133,6 +135,9 @@ pub fn render(st: &State, asked: &[String]) -> String {
             p.forkless_setup_usec,
             p.forkless_early_bytes,
             p.forkless_early_keys,
+            st.table.strategy.name(),
+            st.table.fork_pages().0,
+            st.table.fork_pages().1,
         );
         if let Some(t) = &st.tracer {
             t.info_lines(&mut o);

@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// and BGSAVE FORKLESS choose per save; CONFIG SET default-bgsave-method changes it.
     #[arg(long, value_enum, default_value = "fork")]
     pub default_bgsave_method: method::Method,
+    /// What a write does to a record a fork child still shares: inplace (write it where it
+    /// is; the kernel copies its 4 KiB page) or redirect (write a new version into memory
+    /// allocated after the fork and point the index at it; only the index link is written).
+    #[arg(long, value_enum, default_value = "inplace")]
+    pub cow_strategy: table::CowStrategy,
 }
 
 /// Redis's `enable-debug-command`.
@@ -171,6 +176,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         .with_context(|| format!("--dir {}: the directory must exist", args.dir.display()))?;
     check_dir(&dir)?;
     let mut table = table::Table::new(args.pages)?;
+    table.strategy = args.cow_strategy;
     let dest = dir.join(&args.dbfilename);
     let t = std::time::Instant::now();
     if let Some(n) = snapfile::load(&dest, &mut table, table::now_ms())? {

@@ -338,7 +338,7 @@ impl Persist {
         self.keys_processed = 0;
         self.current_cow = 0;
         self.current_cow_peak = 0;
-        let _ = table.set_resize_blocked(true);
+        table.fork_begin();
         self.child = Some(Child {
             pid,
             pipe: rfd,
@@ -432,7 +432,7 @@ impl Persist {
             };
             log(&format!("Background saving error: child {} {how}", c.pid));
         }
-        let _ = table.set_resize_blocked(false);
+        table.fork_end();
     }
 
     /// Kills a running child (FLUSHALL, SHUTDOWN) without waiting for it: a child stuck in a
@@ -451,7 +451,7 @@ impl Persist {
         log(&format!("Background saving child {} killed", c.pid));
         self.current_cow = 0;
         self.killed.push(c.pid);
-        let _ = table.set_resize_blocked(false);
+        table.fork_end();
     }
 
     /// Reaps killed children that have exited (called from the cron; never blocks).

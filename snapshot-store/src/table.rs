@@ -60,6 +60,42 @@ pub struct Table {
     cow: Option<CowSave>,
     /// Generation of the last forkless save (records carry the one that handled them).
     save_epoch: u32,
+    /// What a write does to a record a fork child shares (see [`CowStrategy`]).
+    pub strategy: CowStrategy,
+    /// Shared pages written since the fork (each is one page the kernel copied).
+    fork_pages: Option<ForkPages>,
+    /// The figures of the last fork, once its child ended.
+    pub last_fork_pages: (u64, u64),
+    /// Redirect strategy: records a child shares that are dead (deleted, or replaced by a newer
+    /// version at the head of their chain) but still linked, so that unlinking them writes no
+    /// shared page. Lookups skip them; they are unlinked and freed when the child ends.
+    shadowed: std::collections::HashSet<usize>,
+}
+
+/// `--cow-strategy`: what a write does to a record that sits in memory a fork child shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CowStrategy {
+    /// Write it where it is (as Redis does): the kernel copies its page.
+    Inplace,
+    /// Write a new version into memory allocated after the fork and point the index at it;
+    /// the old one is freed when the child ends. Only the index link is written in shared memory.
+    Redirect,
+}
+
+impl CowStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            CowStrategy::Inplace => "inplace",
+            CowStrategy::Redirect => "redirect",
+        }
+    }
+}
+
+/// Distinct shared pages the parent wrote while a child lived, split by what they hold.
+#[derive(Default)]
+struct ForkPages {
+    index: std::collections::HashSet<usize>,
+    records: std::collections::HashSet<usize>,
 }
 
 /// A forkless save in progress: every record present at its start is copied out exactly once,
@@ -153,7 +189,9 @@ impl Table {
     /// An empty table of the same page mode, mapping nothing yet, so it cannot fail: FLUSHALL
     /// swaps it in and the old table's memory is unmapped as a whole (not written to).
     pub fn empty_like(&self) -> Table {
-        Table::with_arena(Arena::empty(self.arena.mode()))
+        let mut t = Table::with_arena(Arena::empty(self.arena.mode()));
+        t.strategy = self.strategy;
+        t
     }
 
     /// An empty table has no bucket array (nbuckets == 0); the first insert makes one.
@@ -170,6 +208,144 @@ impl Table {
             forced_resizes: 0,
             cow: None,
             save_epoch: 0,
+            strategy: CowStrategy::Inplace,
+            fork_pages: None,
+            last_fork_pages: (0, 0),
+            shadowed: std::collections::HashSet::new(),
+        }
+    }
+
+    /// A fork child now shares the dataset: no resize, and with [`CowStrategy::Redirect`]
+    /// new versions go to memory mapped from now on.
+    pub fn fork_begin(&mut self) {
+        let _ = self.set_resize_blocked(true);
+        self.arena.freeze(self.strategy == CowStrategy::Redirect);
+        self.fork_pages = Some(ForkPages::default());
+    }
+
+    /// The child is gone: held frees are released and a pending resize happens.
+    pub fn fork_end(&mut self) {
+        for r in std::mem::take(&mut self.shadowed) {
+            // SAFETY: a dead record still linked in its chain; unlinked and freed once.
+            unsafe { self.unlink_shadowed(r as *mut Rec) };
+        }
+        self.arena.thaw();
+        if let Some(p) = self.fork_pages.take() {
+            self.last_fork_pages = (p.index.len() as u64, p.records.len() as u64);
+        }
+        let _ = self.set_resize_blocked(false);
+    }
+
+    /// (index pages, record pages) written in shared memory since the fork, so far.
+    pub fn fork_pages(&self) -> (u64, u64) {
+        self.fork_pages.as_ref().map_or(self.last_fork_pages, |p| {
+            (p.index.len() as u64, p.records.len() as u64)
+        })
+    }
+
+    /// Notes a write of `len` bytes at `p` (a bucket slot or record) while a child lives.
+    fn wrote(&mut self, p: *const u8, len: usize) {
+        let Some(fp) = self.fork_pages.as_mut() else {
+            return;
+        };
+        let (a, b) = (p as usize, p as usize + len.max(1) - 1);
+        let in_index = self.nbuckets > 0
+            && a >= self.buckets as usize
+            && a < self.buckets as usize + self.nbuckets * 8;
+        let set = if in_index {
+            &mut fp.index
+        } else {
+            &mut fp.records
+        };
+        // Only pages mapped before the fork are shared (and copied when first written).
+        for page in (a >> 12)..=(b >> 12) {
+            if self.arena.shared(page << 12) {
+                set.insert(page);
+            }
+        }
+    }
+
+    /// Writes `*link = to`, noting the write.
+    ///
+    /// # Safety
+    /// `link` must be a bucket slot or a record's `next` field in this table.
+    unsafe fn set_link(&mut self, link: *mut *mut Rec, to: *mut Rec) {
+        self.wrote(link as *const u8, 8);
+        // SAFETY: per the contract.
+        unsafe { *link = to };
+    }
+
+    /// With [`CowStrategy::Redirect`], a record a fork child shares is replaced by a copy in
+    /// new memory holding `val` (the old value if None) before it is changed. Returns the
+    /// record to change (the same one otherwise).
+    ///
+    /// # Safety
+    /// `link` must point at a live record's link in this table.
+    unsafe fn redirect(
+        &mut self,
+        link: *mut *mut Rec,
+        val: Option<&[u8]>,
+    ) -> Result<*mut Rec, Oom> {
+        // SAFETY: per the contract.
+        unsafe {
+            let r = *link;
+            if self.strategy != CowStrategy::Redirect || !self.arena.shared(r as usize) {
+                return Ok(r);
+            }
+            let val = val.unwrap_or((*r).val());
+            let nr = self.new_rec((*r).key(), val, (*r).hash)?;
+            (*nr).expire_ms = (*r).expire_ms;
+            (*nr).epoch = (*r).epoch;
+            self.replace(link, nr);
+            Ok(nr)
+        }
+    }
+
+    /// Puts `nr` (a new version of `*link`'s record) in its place. With the redirect strategy
+    /// and a shared old record, only the bucket slot is written: `nr` goes to the head of the
+    /// chain and the old record stays linked, shadowed, until the child ends.
+    ///
+    /// # Safety
+    /// `link` must point at a live record's link; `nr` is a new record of the same key.
+    unsafe fn replace(&mut self, link: *mut *mut Rec, nr: *mut Rec) {
+        // SAFETY: per the contract.
+        unsafe {
+            let r = *link;
+            let b = self.bucket((*r).hash);
+            if self.shadows(r) && b != link {
+                (*nr).next = *b;
+                self.set_link(b, nr);
+                self.shadowed.insert(r as usize);
+            } else {
+                (*nr).next = (*r).next;
+                self.set_link(link, nr);
+                self.arena.free(r as *mut u8, (*r).cap as usize);
+            }
+        }
+    }
+
+    /// Redirect strategy and a record a fork child shares: unlinking it would write shared memory.
+    fn shadows(&self, r: *mut Rec) -> bool {
+        self.strategy == CowStrategy::Redirect && self.arena.shared(r as usize)
+    }
+
+    fn is_shadowed(&self, r: *mut Rec) -> bool {
+        !self.shadowed.is_empty() && self.shadowed.contains(&(r as usize))
+    }
+
+    /// # Safety
+    /// `r` must be a shadowed record still linked in its chain.
+    unsafe fn unlink_shadowed(&mut self, r: *mut Rec) {
+        // SAFETY: per the contract; the chain is walked from its bucket to find r's link.
+        unsafe {
+            let mut link = self.bucket((*r).hash);
+            while !(*link).is_null() && *link != r {
+                link = &mut (**link).next;
+            }
+            if *link == r {
+                *link = (*r).next;
+                self.arena.free(r as *mut u8, (*r).cap as usize);
+            }
         }
     }
 
@@ -318,7 +494,7 @@ impl Table {
         unsafe {
             while !(*link).is_null() {
                 let r = &**link;
-                if r.hash == h && r.key() == key {
+                if r.hash == h && r.key() == key && !self.is_shadowed(*link) {
                     return link;
                 }
                 link = &mut (**link).next;
@@ -376,7 +552,21 @@ impl Table {
         // SAFETY: valid record.
         unsafe {
             self.before_write(*link);
-            let r = &mut **link;
+            let Ok(r) = self.redirect(link, None) else {
+                // No memory for a copy: write in place (the kernel copies the page).
+                return self.set_expire_in_place(*link, at_ms);
+            };
+            self.set_expire_in_place(r, at_ms)
+        }
+    }
+
+    /// # Safety
+    /// `r` must be a live record of this table.
+    unsafe fn set_expire_in_place(&mut self, r: *mut Rec, at_ms: i64) -> bool {
+        self.wrote(r as *const u8, HDR);
+        // SAFETY: per the contract.
+        unsafe {
+            let r = &mut *r;
             if r.expire_ms == 0 && at_ms != 0 {
                 self.expires += 1;
             } else if r.expire_ms != 0 && at_ms == 0 {
@@ -397,21 +587,29 @@ impl Table {
         true
     }
 
+    /// Removes a record. Returns false if it stays linked, shadowed (redirect strategy, shared
+    /// with a fork child): then `link` still points at it.
+    ///
     /// # Safety
     /// `link` must point at a live record's link in this table.
-    unsafe fn unlink_free(&mut self, link: *mut *mut Rec) {
+    unsafe fn unlink_free(&mut self, link: *mut *mut Rec) -> bool {
+        self.len -= 1;
         // SAFETY: per the contract.
         unsafe {
             let r = *link;
             self.before_write(r);
-            *link = (*r).next;
             if (*r).expire_ms != 0 {
                 self.expires -= 1;
             }
+            if self.shadows(r) {
+                self.shadowed.insert(r as usize);
+                return false;
+            }
+            self.set_link(link, (*r).next);
             let cap = (*r).cap as usize;
             self.arena.free(r as *mut u8, cap);
         }
-        self.len -= 1;
+        true
     }
 
     /// Inserts or replaces. The value is written in place when it fits the old block.
@@ -430,21 +628,26 @@ impl Table {
                     Expire::At(t) => t,
                 };
                 let cap = (*r).cap as usize;
-                // In place if it fits and would not strand most of a big block.
-                if need <= cap && (cap <= 256 || need >= cap / 2) {
+                // In place if it fits and would not strand most of a big block (and, with
+                // the redirect strategy, if no fork child shares it).
+                let r = if !self.shadows(r) && need <= cap && (cap <= 256 || need >= cap / 2) {
+                    self.wrote(r as *const u8, need);
                     ptr::copy_nonoverlapping(
                         val.as_ptr(),
                         (r as *mut u8).add(HDR + key.len()),
                         val.len(),
                     );
                     (*r).vlen = val.len() as u32;
+                    r
                 } else {
                     let nr = self.new_rec(key, val, h)?;
-                    (*nr).next = (*r).next;
-                    *link = nr;
-                    self.arena.free(r as *mut u8, (*r).cap as usize);
+                    (*nr).expire_ms = old_exp;
+                    self.replace(link, nr);
+                    nr
+                };
+                if (*r).expire_ms != new_exp {
+                    self.wrote(r as *const u8, HDR);
                 }
-                let r = *link;
                 (*r).expire_ms = new_exp;
                 if old_exp == 0 && new_exp != 0 {
                     self.expires += 1;
@@ -463,7 +666,7 @@ impl Table {
             }
             let b = self.bucket(h);
             (*nr).next = *b;
-            *b = nr;
+            self.set_link(b, nr);
         }
         self.len += 1;
         if self.len > self.grow_at() {
@@ -508,6 +711,8 @@ impl Table {
             });
             ptr::copy_nonoverlapping(key.as_ptr(), p.add(HDR), key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), p.add(HDR + key.len()), val.len());
+            // A block reused from a free list may sit in a page a fork child shares.
+            self.wrote(p, need);
             Ok(r)
         }
     }
@@ -582,7 +787,9 @@ impl Table {
             while !r.is_null() {
                 // SAFETY: valid record.
                 let rr = unsafe { &*r };
-                f(rr.key(), rr.val(), rr.expire_ms)?;
+                if !self.is_shadowed(r) {
+                    f(rr.key(), rr.val(), rr.expire_ms)?;
+                }
                 r = rr.next;
             }
         }
@@ -612,7 +819,7 @@ impl Table {
             while !r.is_null() {
                 // SAFETY: valid record.
                 let rr = unsafe { &*r };
-                if !rr.expired(now) {
+                if !rr.expired(now) && !self.is_shadowed(r) {
                     f(rr.key());
                     seen += 1;
                 }
@@ -638,15 +845,18 @@ impl Table {
         for _ in 0..buckets.min(self.nbuckets) {
             self.expire_cursor = (self.expire_cursor + 1) & (self.nbuckets - 1);
             let mut link = self.bucket(self.expire_cursor as u64);
-            // SAFETY: valid links; unlink_free keeps `link` pointing at the next record.
+            // SAFETY: valid links; unlink_free keeps `link` pointing at the next record, unless
+            // it shadowed the record instead (then step over it).
             unsafe {
                 while !(*link).is_null() {
-                    if (**link).expired(now) {
-                        self.unlink_free(link);
+                    let dead = self.is_shadowed(*link);
+                    if !dead && (**link).expired(now) {
                         removed += 1;
-                    } else {
-                        link = &mut (**link).next;
+                        if self.unlink_free(link) {
+                            continue;
+                        }
                     }
+                    link = &mut (**link).next;
                 }
             }
         }
@@ -781,6 +991,66 @@ mod tests {
         }
         t.end_cow();
         assert_eq!(got, want);
+    }
+
+    /// Redirect strategy during a (pretend) fork: the table answers as a plain map would, and
+    /// overwrites, expiry changes and deletes of shared records write no shared record page.
+    #[test]
+    fn redirect_keeps_answers_and_spares_shared_records() {
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        t.strategy = CowStrategy::Redirect;
+        let mut m = std::collections::BTreeMap::new();
+        for i in 0..5000 {
+            let k = format!("k{i}").into_bytes();
+            t.set(&k, b"v0", Expire::Clear, 1).unwrap();
+            m.insert(k, b"v0".to_vec());
+        }
+        t.fork_begin();
+        for i in 0..20000u64 {
+            let k = format!("k{}", (i * 7919) % 5000).into_bytes();
+            match i % 5 {
+                0 | 1 => {
+                    let v = format!("v{i}").into_bytes();
+                    t.set(&k, &v, Expire::Keep, 1).unwrap();
+                    m.insert(k, v);
+                }
+                2 => {
+                    assert_eq!(t.del(&k, 1), m.remove(&k).is_some());
+                }
+                3 => {
+                    assert_eq!(t.set_expire(&k, 1 << 40, 1), m.contains_key(&k));
+                }
+                _ => assert_eq!(t.get(&k, 1), m.get(&k).map(|v| &v[..])),
+            }
+        }
+        assert_eq!(t.len(), m.len());
+        let (_, records) = t.fork_pages();
+        assert_eq!(records, 0, "shared record pages written");
+        let mut n = 0;
+        let mut c = 0;
+        loop {
+            c = t.scan(c, 100, 1, |_| n += 1);
+            if c == 0 {
+                break;
+            }
+        }
+        assert_eq!(n, m.len());
+        t.fork_end();
+        assert_eq!(t.len(), m.len());
+        for (k, v) in &m {
+            assert_eq!(t.get(k, 1), Some(&v[..]));
+        }
+        let mut all = 0;
+        t.for_each(|_, _, _| -> Result<(), ()> {
+            all += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            all,
+            m.len(),
+            "shadowed records unlinked when the child ends"
+        );
     }
 
     #[test]

@@ -158,9 +158,13 @@ fn diff(want: &Model, got: &Model, t0: i64) -> String {
 
 /// Runs the adversarial load during a `BGSAVE <method>` and checks the file.
 fn exact_under_load(method: &str, flush: bool) -> (Server, tempfile::TempDir) {
+    exact_under_load_with(method, flush, &[])
+}
+
+fn exact_under_load_with(method: &str, flush: bool, extra: &[&str]) -> (Server, tempfile::TempDir) {
     let tmp = tempdir();
     let dir = tmp.path().to_path_buf();
-    let s = Server::start(&dir, &["--save", ""]);
+    let s = Server::start(&dir, &[&["--save", ""], extra].concat());
     let mut c = s.connect();
     const N: u64 = 20_000;
     let want = load(&mut c, N, 800);
@@ -279,4 +283,71 @@ fn method_protocol() {
         "{:?}",
         temp_files(dir.path())
     );
+}
+
+#[test]
+fn redirect_file_is_one_instant_under_writes() {
+    exact_under_load_with("fork", false, &["--cow-strategy", "redirect"]);
+}
+
+/// Growth of the fork child's Private_Dirty (read from its smaps_rollup) while the parent
+/// overwrites 10 000 random keys of 50 000 × 512 B, and the store's own count of shared
+/// (index, record) pages it wrote, for one `--cow-strategy`.
+fn cow_of_overwrites(strategy: &str) -> (u64, u64, u64) {
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--save", "", "--cow-strategy", strategy]);
+    let mut c = s.connect();
+    assert!(matches!(
+        c.cmd(&["DEBUG", "POPULATE", "50000", "key", "512"]),
+        Reply::Simple(_)
+    ));
+    // The child stops after its first 1024 keys for 100 s: it lives through the writes.
+    c.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "100000"]);
+    assert!(matches!(c.cmd(&["BGSAVE", "FORK"]), Reply::Simple(_)));
+    let pid = s.save_child();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = private_dirty(pid);
+    let mut g = Lcg(11);
+    let cmds: Vec<_> = (0..10_000)
+        .map(|_| {
+            let j = g.next() % 50_000;
+            args(&[
+                b"SET",
+                format!("key:{j}").as_bytes(),
+                &populate_value(j + 1, 512),
+            ])
+        })
+        .collect();
+    for chunk in cmds.chunks(1000) {
+        pipeline(&mut c, chunk);
+    }
+    let after = private_dirty(pid);
+    let index = s.info_u64("persistence", "fork_shared_index_pages_written");
+    let records = s.info_u64("persistence", "fork_shared_record_pages_written");
+    signal(pid, libc::SIGKILL);
+    (after - before, index, records)
+}
+
+#[test]
+fn redirect_copies_a_fraction_of_inplace() {
+    let (inplace, ii, ir) = cow_of_overwrites("inplace");
+    let (redirect, ri, rr) = cow_of_overwrites("redirect");
+    let report = format!(
+        "inplace: child +{inplace} B, {ii} index + {ir} record pages; \
+         redirect: child +{redirect} B, {ri} index + {rr} record pages"
+    );
+    eprintln!("{report}");
+    // The store's count of shared pages it wrote matches what the kernel copied (the child's
+    // Private_Dirty), give or take the parent's other memory (client buffers, its heap).
+    for (cow, pages) in [(inplace, ii + ir), (redirect, ri + rr)] {
+        let counted = pages * 4096;
+        assert!(
+            cow + (2 << 20) >= counted && cow <= counted + (2 << 20),
+            "{report}"
+        );
+    }
+    assert!(redirect * 4 <= inplace, "{report}");
+    // What redirect still writes in shared memory is index links: bucket slots, and the `next`
+    // of a record ahead in the same chain.
+    assert_eq!(rr, 0, "{report}");
 }

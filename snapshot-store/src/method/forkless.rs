@@ -25,7 +25,7 @@ const MAX_IN_FLIGHT: u64 = 8 << 20;
 enum Msg {
     Records(Vec<u8>),
     /// The table FLUSHALL replaced: the writer walks what is left of it itself.
-    Rest(Table),
+    Rest(Box<Table>),
     End,
 }
 
@@ -183,7 +183,7 @@ impl Job {
         let copied = old.take_copied();
         self.send(Msg::Records(copied));
         (self.early_bytes, self.early_keys) = (0, 0);
-        self.send(Msg::Rest(old));
+        self.send(Msg::Rest(Box::new(old)));
         self.walked = true;
     }
 
