@@ -875,6 +875,18 @@ fn alloc_buckets(arena: &mut Arena, n: usize) -> Result<*mut *mut Rec, Oom> {
 mod tests {
     use super::*;
 
+    /// Keys a full SCAN returns.
+    fn scan_count(t: &mut Table) -> usize {
+        let mut n = 0;
+        let mut c = 0;
+        loop {
+            c = t.scan(c, 100, 1, |_| n += 1);
+            if c == 0 {
+                return n;
+            }
+        }
+    }
+
     #[test]
     fn set_get_del_resize() {
         let mut t = Table::new(PagesMode::Small).unwrap();
@@ -899,14 +911,7 @@ mod tests {
         assert_eq!(t.get(b"k1", 1).map(|v| v.len()), Some(3000));
         assert!(t.del(b"k1", 1));
         assert!(!t.del(b"k1", 1));
-        let mut n = 0;
-        let mut c = 0;
-        loop {
-            c = t.scan(c, 100, 1, |_| n += 1);
-            if c == 0 {
-                break;
-            }
-        }
+        let n = scan_count(&mut t);
         assert_eq!(n, 9_999);
     }
 
@@ -1026,14 +1031,7 @@ mod tests {
         assert_eq!(t.len(), m.len());
         let (_, records) = t.fork_pages();
         assert_eq!(records, 0, "shared record pages written");
-        let mut n = 0;
-        let mut c = 0;
-        loop {
-            c = t.scan(c, 100, 1, |_| n += 1);
-            if c == 0 {
-                break;
-            }
-        }
+        let n = scan_count(&mut t);
         assert_eq!(n, m.len());
         t.fork_end();
         assert_eq!(t.len(), m.len());
