@@ -14,6 +14,9 @@
 //!   chosen by `--pages`, and the table ([`table`]) resizes while a child lives only past 5 keys
 //!   per bucket, since a resize writes every record's page and so copies the whole dataset.
 //! - Latency histograms ([`latency`]) are kept apart for "child alive" and "no child".
+//! - Other ways to get the one-instant view ([`method`]): `--cow-strategy redirect` (new versions of
+//!   shared records go to memory mapped after the fork) and the forkless save (the loop copies
+//!   records to a writer thread, a record about to change is copied first).
 //!
 //! Modules: [`resp`] framing/replies, [`commands`] semantics, [`info`] INFO text, [`glob`] MATCH.
 
