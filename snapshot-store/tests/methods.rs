@@ -351,3 +351,44 @@ fn redirect_copies_a_fraction_of_inplace() {
     // of a record ahead in the same chain.
     assert_eq!(rr, 0, "{report}");
 }
+
+/// A forkless save that cannot write its file (the disk "full": RLIMIT_FSIZE) fails cleanly:
+/// status err, no temp file, the old snapshot untouched, the server still serving and saving
+/// again once there is room.
+#[test]
+fn forkless_write_error_loses_nothing() {
+    let dir = tempdir();
+    let extra = ["--save", "", "--rdbcompression", "no"];
+    let Started::Up(s) = Server::try_start(dir.path(), &extra, Some(256 * 1024)) else {
+        panic!("server did not start");
+    };
+    s.cli(&["SET", "small", "1"]);
+    assert_eq!(s.cli(&["BGSAVE", "FORKLESS"]), "Background saving started");
+    s.wait_no_child();
+    assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "ok");
+    let old = std::fs::read(dir.path().join("dump.rdb")).expect("first snapshot");
+    s.cli(&["DEBUG", "POPULATE", "5000", "big", "1000"]);
+    assert_eq!(s.cli(&["BGSAVE", "FORKLESS"]), "Background saving started");
+    s.wait_no_child();
+    assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "err");
+    assert!(
+        s.log_text().contains("Background forkless saving error"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("dump.rdb")).expect("snapshot"),
+        old
+    );
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
+    assert_eq!(s.cli(&["DBSIZE"]), "(integer) 5001");
+    s.cli(&["FLUSHALL"]);
+    s.cli(&["SET", "small", "2"]);
+    assert_eq!(s.cli(&["BGSAVE", "FORKLESS"]), "Background saving started");
+    s.wait_no_child();
+    assert_eq!(s.info_field("persistence", "rdb_last_bgsave_status"), "ok");
+}
