@@ -56,6 +56,13 @@ pub struct Arena {
     free: Vec<*mut u8>,
     live: usize,
     mapped: usize,
+    /// While a fork child shares the memory (redirect strategy): the ranges mapped at the fork,
+    /// sorted. Blocks are then carved only from memory mapped after it, and small frees wait in
+    /// `deferred` (a free-list link written into a freed block would copy its page).
+    frozen: Option<Vec<(usize, usize)>>,
+    /// Redirect strategy: allocate only from new memory and hold small frees.
+    redirect: bool,
+    deferred: Vec<(*mut u8, usize)>,
 }
 
 /// Size classes: 16-byte steps up to 512, then 4 steps per power of two up to SMALL_MAX.
@@ -111,7 +118,43 @@ impl Arena {
             free: vec![ptr::null_mut(); NCLASSES],
             live: 0,
             mapped: 0,
+            frozen: None,
+            redirect: false,
+            deferred: Vec::new(),
         }
+    }
+
+    /// A fork child now shares every page mapped so far (remembered, see [`Arena::shared`]).
+    /// With `redirect`, allocate only from new mappings and hold small frees until
+    /// [`Arena::thaw`].
+    pub fn freeze(&mut self, redirect: bool) {
+        let mut r = self.ranges();
+        r.sort_unstable();
+        self.frozen = Some(r);
+        self.redirect = redirect;
+        if redirect {
+            // The current chunk's used part is shared: the next small block starts a new chunk.
+            self.bump = self.bump_end;
+        }
+    }
+
+    /// The child is gone: the held frees go to the free lists (the pages are private again).
+    pub fn thaw(&mut self) {
+        self.frozen = None;
+        self.redirect = false;
+        for (p, size) in std::mem::take(&mut self.deferred) {
+            let (c, _) = class_of(size);
+            // SAFETY: a dead small block of this arena, at least 16 bytes.
+            unsafe { *(p as *mut *mut u8) = self.free[c] };
+            self.free[c] = p;
+        }
+    }
+
+    /// True if `p` lies in memory a fork child shares (mapped before [`Arena::freeze`]).
+    pub fn shared(&self, p: usize) -> bool {
+        let Some(r) = &self.frozen else { return false };
+        let i = r.partition_point(|&(s, _)| s <= p);
+        i > 0 && p < r[i - 1].1
     }
 
     pub fn mode(&self) -> PagesMode {
@@ -220,7 +263,7 @@ impl Arena {
         }
         let (c, csize) = class_of(size);
         let head = self.free[c];
-        if !head.is_null() {
+        if !head.is_null() && !self.redirect {
             // SAFETY: a freed block of this class holds the next free block's address.
             self.free[c] = unsafe { *(head as *mut *mut u8) };
             self.live += csize;
@@ -252,6 +295,11 @@ impl Arena {
             return;
         }
         let (c, csize) = class_of(size);
+        if self.redirect {
+            self.deferred.push((p, size));
+            self.live -= csize;
+            return;
+        }
         // SAFETY: caller guarantees the block is ours and dead; blocks are >= 16 bytes.
         unsafe { *(p as *mut *mut u8) = self.free[c] };
         self.free[c] = p;

@@ -111,7 +111,12 @@ pub fn render(st: &State, asked: &[String]) -> String {
              rdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\n\
              rdb_current_bgsave_time_sec:{}\r\nrdb_last_cow_size:{}\r\ncurrent_cow_peak:{}\r\ncurrent_cow_size:{}\r\n\
              current_fork_perc:{perc:.2}\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\n\
-             rdb_saves_pid:{}\r\nsave_policy:{}\r\naof_enabled:0\r\n",
+             rdb_saves_pid:{}\r\nsave_policy:{}\r\nrdb_last_bgsave_method:{}\r\n\
+             default_bgsave_method:{}\r\nforkless_last_setup_usec:{}\r\n\
+             forkless_copied_before_write_bytes:{}\r\nforkless_copied_before_write_keys:{}\r\n\
+             cow_strategy:{}\r\nfork_shared_index_pages_written:{}\r\n\
+             fork_shared_record_pages_written:{}\r\n\
+             aof_enabled:0\r\n",
             p.dirty,
             in_progress as u8,
             p.lastsave,
@@ -125,6 +130,14 @@ pub fn render(st: &State, asked: &[String]) -> String {
             if in_progress { p.keys_total } else { 0 },
             p.child_pid().unwrap_or(-1),
             crate::persist::format_save(&p.save_points),
+            p.last_method.map_or("none", |m| m.name()),
+            p.default_method.name(),
+            p.forkless_setup_usec,
+            p.forkless_early_bytes,
+            p.forkless_early_keys,
+            st.table.strategy.name(),
+            st.table.fork_pages().0,
+            st.table.fork_pages().1,
         );
         if let Some(t) = &st.tracer {
             t.info_lines(&mut o);

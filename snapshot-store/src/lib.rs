@@ -14,6 +14,9 @@
 //!   chosen by `--pages`, and the table ([`table`]) resizes while a child lives only past 5 keys
 //!   per bucket, since a resize writes every record's page and so copies the whole dataset.
 //! - Latency histograms ([`latency`]) are kept apart for "child alive" and "no child".
+//! - Other ways to get the one-instant view ([`method`]): `--cow-strategy redirect` (new versions of
+//!   shared records go to memory mapped after the fork) and the forkless save (the loop copies
+//!   records to a writer thread, a record about to change is copied first).
 //!
 //! Modules: [`resp`] framing/replies, [`commands`] semantics, [`info`] INFO text, [`glob`] MATCH.
 
@@ -22,6 +25,7 @@ pub mod commands;
 pub mod glob;
 pub mod info;
 pub mod latency;
+pub mod method;
 pub mod persist;
 pub mod rdb;
 pub mod resp;
@@ -73,6 +77,16 @@ pub struct ServeArgs {
     /// from a loopback address (the default, like Redis's `enable-debug-command local`).
     #[arg(long, value_enum, default_value = "local")]
     pub enable_debug_command: DebugMode,
+    /// How BGSAVE and the save policy snapshot: fork (a child process, copy-on-write by the
+    /// kernel) or forkless (a thread of the store, copy-before-write by the store). BGSAVE FORK
+    /// and BGSAVE FORKLESS choose per save; CONFIG SET default-bgsave-method changes it.
+    #[arg(long, value_enum, default_value = "fork")]
+    pub default_bgsave_method: method::Method,
+    /// What a write does to a record a fork child still shares: inplace (write it where it
+    /// is; the kernel copies its 4 KiB page) or redirect (write a new version into memory
+    /// allocated after the fork and point the index at it; only the index link is written).
+    #[arg(long, value_enum, default_value = "inplace")]
+    pub cow_strategy: table::CowStrategy,
 }
 
 /// Redis's `enable-debug-command`.
@@ -169,6 +183,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         .with_context(|| format!("--dir {}: the directory must exist", args.dir.display()))?;
     check_dir(&dir)?;
     let mut table = table::Table::new(args.pages)?;
+    table.strategy = args.cow_strategy;
     let dest = dir.join(&args.dbfilename);
     let t = std::time::Instant::now();
     if let Some(n) = snapfile::load(&dest, &mut table, table::now_ms())? {
@@ -206,6 +221,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
     let mut persist = persist::Persist::new(dir, args.dbfilename.clone(), save_points);
     persist.rdbcompression = args.rdbcompression;
     persist.resize_during_snapshot = args.resize_during_snapshot;
+    persist.default_method = args.default_bgsave_method;
     let st = commands::State {
         table,
         mode: args.pages,

@@ -8,6 +8,7 @@
 //! reaps it (only that pid: the embedding program may have children of its own).
 
 use crate::log;
+use crate::method::{Method, forkless};
 use crate::snapfile;
 use crate::table::Table;
 use anyhow::{Result, bail};
@@ -93,6 +94,18 @@ pub struct Persist {
     buf: Vec<u8>,
     /// Let the table resize while a child lives (what Redis avoids): for measuring the cost.
     pub resize_during_snapshot: bool,
+    /// Method of BGSAVE without an argument and of the save policy.
+    pub default_method: Method,
+    /// Redis's `rdb-key-save-delay`: microseconds the forkless writer waits per key (tests).
+    pub key_save_delay_us: u64,
+    forkless: Option<forkless::Job>,
+    /// Method of the last background save started (INFO rdb_last_bgsave_method).
+    pub last_method: Option<Method>,
+    /// Forkless costs: the event loop's time to start the save, and the bytes/keys copied
+    /// early because a write came before the walk (last save, or the running one).
+    pub forkless_setup_usec: u64,
+    pub forkless_early_bytes: u64,
+    pub forkless_early_keys: u64,
 }
 
 pub fn unix_now() -> i64 {
@@ -123,22 +136,31 @@ impl Persist {
             killed: Vec::new(),
             buf: Vec::with_capacity(1 << 20),
             resize_during_snapshot: false,
+            default_method: Method::Fork,
+            key_save_delay_us: 0,
+            forkless: None,
+            last_method: None,
+            forkless_setup_usec: 0,
+            forkless_early_bytes: 0,
+            forkless_early_keys: 0,
         }
     }
 
     pub fn dest(&self) -> PathBuf {
         self.dir.join(&self.dbfilename)
     }
+    /// A background save is running (a fork child or a forkless writer).
     pub fn child_alive(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() || self.forkless.is_some()
     }
     pub fn child_pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.pid)
     }
     pub fn current_save_secs(&self) -> i64 {
-        self.child
-            .as_ref()
-            .map_or(-1, |c| c.start.elapsed().as_secs() as i64)
+        let start = self.child.as_ref().map(|c| c.start);
+        start
+            .or(self.forkless.as_ref().map(|j| j.start))
+            .map_or(-1, |s| s.elapsed().as_secs() as i64)
     }
 
     /// SAVE: synchronous, in this process.
@@ -164,12 +186,101 @@ impl Persist {
         Ok(())
     }
 
-    /// BGSAVE: forks a child that writes the snapshot. Err carries the reply text.
+    /// BGSAVE with the default method. Err carries the reply text.
     pub fn bgsave(&mut self, table: &mut Table, registry: &mio::Registry) -> Result<(), String> {
-        if self.child.is_some() {
+        self.bgsave_with(self.default_method, table, registry)
+    }
+
+    /// BGSAVE FORK / BGSAVE FORKLESS.
+    pub fn bgsave_with(
+        &mut self,
+        method: Method,
+        table: &mut Table,
+        registry: &mio::Registry,
+    ) -> Result<(), String> {
+        if self.child_alive() {
             return Err("ERR Background save already in progress".into());
         }
         self.last_try = Instant::now();
+        self.last_method = Some(method);
+        match method {
+            Method::Fork => self.bgsave_fork(table, registry),
+            Method::Forkless => self.bgsave_forkless(table),
+        }
+    }
+
+    fn bgsave_forkless(&mut self, table: &mut Table) -> Result<(), String> {
+        let cfg = forkless::Config {
+            dir: &self.dir,
+            dest: self.dest(),
+            compress: self.rdbcompression,
+            key_delay_us: self.key_save_delay_us,
+        };
+        let job = forkless::Job::start(table, cfg).inspect_err(|_| self.last_bgsave_ok = false)?;
+        self.forkless_setup_usec = job.setup_usec;
+        self.dirty_at_fork = self.dirty;
+        self.keys_total = job.keys_total;
+        self.keys_processed = 0;
+        self.current_cow = 0;
+        self.current_cow_peak = 0;
+        log(&format!(
+            "Background forkless saving started ({} keys, set-up took {} us)",
+            job.keys_total, job.setup_usec
+        ));
+        self.forkless = Some(job);
+        Ok(())
+    }
+
+    /// How long the event loop may sleep before [`Persist::forkless_step`] is due again.
+    pub fn forkless_wait(&self) -> Option<Duration> {
+        self.forkless.as_ref().map(|j| j.next_step_in())
+    }
+
+    /// Between events: advances a forkless save and, once its writer is done, records how it went.
+    pub fn forkless_step(&mut self, table: &mut Table) {
+        let Some(job) = self.forkless.as_mut() else {
+            return;
+        };
+        let r = job.step(table);
+        self.keys_processed = job.keys_done();
+        let Some(r) = r else { return };
+        let Some(job) = self.forkless.take() else {
+            return;
+        };
+        self.last_bgsave_time_sec = job.start.elapsed().as_secs() as i64;
+        self.forkless_early_bytes = job.early_bytes;
+        self.forkless_early_keys = job.early_keys;
+        self.last_cow = 0;
+        self.last_bgsave_ok = r.is_ok();
+        match r {
+            Ok(n) => {
+                self.lastsave = unix_now();
+                self.dirty = self.dirty.saturating_sub(self.dirty_at_fork);
+                log(&format!(
+                    "Background forkless saving terminated with success ({n} keys in {} ms, {} \
+                     keys / {} bytes copied before a write)",
+                    job.start.elapsed().as_millis(),
+                    job.early_keys,
+                    job.early_bytes
+                ));
+            }
+            Err(e) => log(&format!("Background forkless saving error: {e}")),
+        }
+    }
+
+    /// FLUSHALL during a forkless save: the save finishes from the old table. Returns the
+    /// table back when no forkless save runs.
+    pub fn forkless_adopt(&mut self, old: Table) -> Option<Table> {
+        match self.forkless.as_mut() {
+            Some(job) => {
+                job.adopt(old);
+                None
+            }
+            None => Some(old),
+        }
+    }
+
+    fn bgsave_fork(&mut self, table: &mut Table, registry: &mio::Registry) -> Result<(), String> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: pipe2 fills two fds on success.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -198,6 +309,7 @@ impl Persist {
                     &mut self.buf,
                     self.rdbcompression,
                     wfd.as_raw_fd(),
+                    self.key_save_delay_us,
                 )
             }))
             .unwrap_or(3);
@@ -229,7 +341,11 @@ impl Persist {
         self.keys_processed = 0;
         self.current_cow = 0;
         self.current_cow_peak = 0;
-        let _ = table.set_resize_blocked(!self.resize_during_snapshot);
+        table.fork_begin();
+        if self.resize_during_snapshot {
+            // For measuring what Redis avoids: the table may resize under the child.
+            let _ = table.set_resize_blocked(false);
+        }
         self.child = Some(Child {
             pid,
             pipe: rfd,
@@ -323,13 +439,17 @@ impl Persist {
             };
             log(&format!("Background saving error: child {} {how}", c.pid));
         }
-        let _ = table.set_resize_blocked(false);
+        table.fork_end();
     }
 
     /// Kills a running child (FLUSHALL, SHUTDOWN) without waiting for it: a child stuck in a
     /// long fsync would otherwise stall the event loop. [`Persist::reap_killed`] reaps it later.
     /// Once SIGKILL is sent the child runs no more user code, so it can't rename its temp file.
     pub fn kill_child(&mut self, table: &mut Table, registry: &mio::Registry) {
+        if let Some(job) = self.forkless.take() {
+            job.abort(table);
+            log("Background forkless saving stopped");
+        }
         let Some(c) = self.child.take() else { return };
         // SAFETY: signalling our own child, not yet reaped (so the pid can't have been reused).
         unsafe { libc::kill(c.pid, libc::SIGKILL) };
@@ -338,7 +458,7 @@ impl Persist {
         log(&format!("Background saving child {} killed", c.pid));
         self.current_cow = 0;
         self.killed.push(c.pid);
-        let _ = table.set_resize_blocked(false);
+        table.fork_end();
     }
 
     /// Reaps killed children that have exited (called from the cron; never blocks).
@@ -358,7 +478,7 @@ impl Persist {
 
     /// The save policy: is a background save due now?
     pub fn save_due(&self) -> bool {
-        if self.child.is_some() || self.dirty == 0 {
+        if self.child_alive() || self.dirty == 0 {
             return false;
         }
         // After a failure, wait a little before trying again (as Redis does).
@@ -409,6 +529,7 @@ fn child_main(
     buf: &mut Vec<u8>,
     compress: bool,
     fd: RawFd,
+    key_delay_us: u64,
 ) -> i32 {
     // SAFETY: plain syscalls in the child: default signal actions (the parent's handlers write
     // to the parent's pipe) and die with the parent (an orphan could rename an old snapshot
@@ -431,6 +552,10 @@ fn child_main(
     let mut next_cow = Instant::now();
     let mut cow = 0;
     let mut progress = |keys: u64| {
+        // rdb-key-save-delay, applied per batch of 1024 keys (tests slow the save down with it).
+        if key_delay_us > 0 {
+            std::thread::sleep(Duration::from_micros(key_delay_us * 1024));
+        }
         let now = Instant::now();
         if now < next_report {
             return;

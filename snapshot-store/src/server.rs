@@ -84,11 +84,14 @@ impl Server {
         let mut reap_soon = false;
         loop {
             let now = Instant::now();
-            let timeout = if reap_soon {
+            let mut timeout = if reap_soon {
                 Duration::from_millis(1)
             } else {
                 next_cron.saturating_duration_since(now)
             };
+            if let Some(w) = self.st.persist.forkless_wait() {
+                timeout = timeout.min(w);
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -133,6 +136,8 @@ impl Server {
                 }
             }
             self.flush_pending();
+            // A forkless save advances between rounds of events.
+            self.st.persist.forkless_step(&mut self.st.table);
             if self.accept_blocked {
                 // A client may have left in this round, freeing a descriptor.
                 self.accept();

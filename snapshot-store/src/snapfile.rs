@@ -95,24 +95,59 @@ fn write_inner(
     compress: bool,
     progress: Progress,
 ) -> Result<u64> {
-    let file = create_temp(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let file = SyncingFile { file, unsynced: 0 };
-    let io =
-        |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
     let info = rdb::SaveInfo {
         compress,
         ctime: crate::table::now_ms() / 1000,
         used_mem: table.arena().live_bytes() as u64,
     };
-    let (n, file) = rdb::write_table(table, file, buf, &info, progress).map_err(io)?;
-    file.file.sync_all().map_err(io)?;
-    drop(file);
+    let n = write_temp(tmp, open_temp(tmp)?, |file| {
+        let (n, file) = rdb::write_table(table, file, buf, &info, progress)?;
+        Ok((n, file))
+    })?;
+    publish(tmp, dest, dir)?;
+    Ok(n)
+}
+
+/// The temp file a save writes to, fsynced every [`FSYNC_EVERY`] bytes.
+pub struct TempFile(SyncingFile);
+
+impl std::io::Write for TempFile {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Creates `tmp` (private, never following a link) for a save to write into.
+pub fn open_temp(tmp: &Path) -> Result<TempFile> {
+    let file = create_temp(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(TempFile(SyncingFile { file, unsynced: 0 }))
+}
+
+/// Lets `body` write the snapshot into the temp file `tmp` and fsyncs it. Returns what `body`
+/// counted. The caller removes `tmp` on error.
+pub fn write_temp(
+    tmp: &Path,
+    file: TempFile,
+    body: impl FnOnce(TempFile) -> std::io::Result<(u64, TempFile)>,
+) -> Result<u64> {
+    let io =
+        |e: std::io::Error| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
+    let (n, file) = body(file).map_err(io)?;
+    file.0.file.sync_all().map_err(io)?;
+    Ok(n)
+}
+
+/// Renames a complete temp file over the snapshot and fsyncs the directory.
+pub fn publish(tmp: &Path, dest: &Path, dir: &Path) -> Result<()> {
     std::fs::rename(tmp, dest)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("fsync of directory {}", dir.display()))?;
-    Ok(n)
+    Ok(())
 }
 
 /// Loads `path` into `table`. Ok(None) if there is no file. Expired keys are dropped.

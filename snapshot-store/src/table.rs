@@ -24,7 +24,8 @@ struct Rec {
     vlen: u32,
     /// Bytes reserved for this block (to free it and to know if a new value fits in place).
     cap: u32,
-    _pad: u32,
+    /// Forkless save generation this record was handled in (saved, or born after its start).
+    epoch: u32,
 }
 
 const HDR: usize = std::mem::size_of::<Rec>();
@@ -55,6 +56,93 @@ pub struct Table {
     expire_cursor: usize,
     /// Resizes done while blocked, past [`FORCE_RESIZE_RATIO`].
     forced_resizes: u64,
+    /// Copy-before-write state while a forkless save runs.
+    cow: Option<CowSave>,
+    /// Generation of the last forkless save (records carry the one that handled them).
+    save_epoch: u32,
+    /// What a write does to a record a fork child shares (see [`CowStrategy`]).
+    pub strategy: CowStrategy,
+    /// Shared pages written since the fork (each is one page the kernel copied).
+    fork_pages: Option<ForkPages>,
+    /// The figures of the last fork, once its child ended.
+    pub last_fork_pages: (u64, u64),
+    /// Redirect strategy: records a child shares that are dead (deleted, or replaced by a newer
+    /// version at the head of their chain) but still linked, so that unlinking them writes no
+    /// shared page. Lookups skip them; they are unlinked and freed when the child ends.
+    shadowed: std::collections::HashSet<usize>,
+}
+
+/// `--cow-strategy`: what a write does to a record that sits in memory a fork child shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CowStrategy {
+    /// Write it where it is (as Redis does): the kernel copies its page.
+    Inplace,
+    /// Write a new version into memory allocated after the fork and point the index at it;
+    /// the old one is freed when the child ends. Only the index link is written in shared memory.
+    Redirect,
+}
+
+impl CowStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            CowStrategy::Inplace => "inplace",
+            CowStrategy::Redirect => "redirect",
+        }
+    }
+}
+
+/// Distinct shared pages the parent wrote while a child lived, split by what they hold.
+#[derive(Default)]
+struct ForkPages {
+    index: std::collections::HashSet<usize>,
+    records: std::collections::HashSet<usize>,
+}
+
+/// A forkless save in progress: every record present at its start is copied out exactly once,
+/// either by the walk (in bucket order) or, if it is about to change first, just before.
+struct CowSave {
+    epoch: u32,
+    /// Next bucket the walk visits; back to 0 after a resize (handled records are skipped).
+    cursor: usize,
+    /// Copied records not yet handed to the writer ([`push_raw`] format).
+    out: Vec<u8>,
+    /// Bytes of records copied because they were about to change (the price of exactness).
+    early_bytes: u64,
+    early_keys: u64,
+}
+
+/// One copied record: key length, value length (u32 LE), expiry (i64 LE, 0 = none), key, value.
+fn push_raw(out: &mut Vec<u8>, r: &Rec) {
+    out.extend_from_slice(&r.klen.to_le_bytes());
+    out.extend_from_slice(&r.vlen.to_le_bytes());
+    out.extend_from_slice(&r.expire_ms.to_le_bytes());
+    out.extend_from_slice(r.key());
+    out.extend_from_slice(r.val());
+}
+
+/// A copied record, as the forkless writer reads it back.
+pub struct Copied<'a> {
+    pub key: &'a [u8],
+    pub val: &'a [u8],
+    /// Absolute Unix ms; 0 = none.
+    pub expire_ms: i64,
+}
+
+/// Splits the first record off a buffer of [`push_raw`] records; returns it and the rest.
+pub fn pop_raw(b: &[u8]) -> Option<(Copied<'_>, &[u8])> {
+    let klen = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+    let vlen = u32::from_le_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+    let expire_ms = i64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+    let key = b.get(16..16 + klen)?;
+    let val = b.get(16 + klen..16 + klen + vlen)?;
+    Some((
+        Copied {
+            key,
+            val,
+            expire_ms,
+        },
+        &b[16 + klen + vlen..],
+    ))
 }
 
 // SAFETY: the table owns its arena and all pointers point into it; it is used from one thread
@@ -101,7 +189,9 @@ impl Table {
     /// An empty table of the same page mode, mapping nothing yet, so it cannot fail: FLUSHALL
     /// swaps it in and the old table's memory is unmapped as a whole (not written to).
     pub fn empty_like(&self) -> Table {
-        Table::with_arena(Arena::empty(self.arena.mode()))
+        let mut t = Table::with_arena(Arena::empty(self.arena.mode()));
+        t.strategy = self.strategy;
+        t
     }
 
     /// An empty table has no bucket array (nbuckets == 0); the first insert makes one.
@@ -116,6 +206,236 @@ impl Table {
             resize_blocked: false,
             expire_cursor: 0,
             forced_resizes: 0,
+            cow: None,
+            save_epoch: 0,
+            strategy: CowStrategy::Inplace,
+            fork_pages: None,
+            last_fork_pages: (0, 0),
+            shadowed: std::collections::HashSet::new(),
+        }
+    }
+
+    /// A fork child now shares the dataset: no resize, and with [`CowStrategy::Redirect`]
+    /// new versions go to memory mapped from now on.
+    pub fn fork_begin(&mut self) {
+        let _ = self.set_resize_blocked(true);
+        self.arena.freeze(self.strategy == CowStrategy::Redirect);
+        self.fork_pages = Some(ForkPages::default());
+    }
+
+    /// The child is gone: held frees are released and a pending resize happens.
+    pub fn fork_end(&mut self) {
+        for r in std::mem::take(&mut self.shadowed) {
+            // SAFETY: a dead record still linked in its chain; unlinked and freed once.
+            unsafe { self.unlink_shadowed(r as *mut Rec) };
+        }
+        self.arena.thaw();
+        if let Some(p) = self.fork_pages.take() {
+            self.last_fork_pages = (p.index.len() as u64, p.records.len() as u64);
+        }
+        let _ = self.set_resize_blocked(false);
+    }
+
+    /// (index pages, record pages) written in shared memory since the fork, so far.
+    pub fn fork_pages(&self) -> (u64, u64) {
+        self.fork_pages.as_ref().map_or(self.last_fork_pages, |p| {
+            (p.index.len() as u64, p.records.len() as u64)
+        })
+    }
+
+    /// Notes a write of `len` bytes at `p` (a bucket slot or record) while a child lives.
+    fn wrote(&mut self, p: *const u8, len: usize) {
+        let Some(fp) = self.fork_pages.as_mut() else {
+            return;
+        };
+        let (a, b) = (p as usize, p as usize + len.max(1) - 1);
+        let in_index = self.nbuckets > 0
+            && a >= self.buckets as usize
+            && a < self.buckets as usize + self.nbuckets * 8;
+        let set = if in_index {
+            &mut fp.index
+        } else {
+            &mut fp.records
+        };
+        // Only pages mapped before the fork are shared (and copied when first written).
+        for page in (a >> 12)..=(b >> 12) {
+            if self.arena.shared(page << 12) {
+                set.insert(page);
+            }
+        }
+    }
+
+    /// Writes `*link = to`, noting the write.
+    ///
+    /// # Safety
+    /// `link` must be a bucket slot or a record's `next` field in this table.
+    unsafe fn set_link(&mut self, link: *mut *mut Rec, to: *mut Rec) {
+        self.wrote(link as *const u8, 8);
+        // SAFETY: per the contract.
+        unsafe { *link = to };
+    }
+
+    /// With [`CowStrategy::Redirect`], a record a fork child shares is replaced by a copy in
+    /// new memory holding `val` (the old value if None) before it is changed. Returns the
+    /// record to change (the same one otherwise).
+    ///
+    /// # Safety
+    /// `link` must point at a live record's link in this table.
+    unsafe fn redirect(
+        &mut self,
+        link: *mut *mut Rec,
+        val: Option<&[u8]>,
+    ) -> Result<*mut Rec, Oom> {
+        // SAFETY: per the contract.
+        unsafe {
+            let r = *link;
+            if self.strategy != CowStrategy::Redirect || !self.arena.shared(r as usize) {
+                return Ok(r);
+            }
+            let val = val.unwrap_or((*r).val());
+            let nr = self.new_rec((*r).key(), val, (*r).hash)?;
+            (*nr).expire_ms = (*r).expire_ms;
+            (*nr).epoch = (*r).epoch;
+            self.replace(link, nr);
+            Ok(nr)
+        }
+    }
+
+    /// Puts `nr` (a new version of `*link`'s record) in its place. With the redirect strategy
+    /// and a shared old record, only the bucket slot is written: `nr` goes to the head of the
+    /// chain and the old record stays linked, shadowed, until the child ends.
+    ///
+    /// # Safety
+    /// `link` must point at a live record's link; `nr` is a new record of the same key.
+    unsafe fn replace(&mut self, link: *mut *mut Rec, nr: *mut Rec) {
+        // SAFETY: per the contract.
+        unsafe {
+            let r = *link;
+            let b = self.bucket((*r).hash);
+            if self.shadows(r) && b != link {
+                (*nr).next = *b;
+                self.set_link(b, nr);
+                self.shadowed.insert(r as usize);
+            } else {
+                (*nr).next = (*r).next;
+                self.set_link(link, nr);
+                self.arena.free(r as *mut u8, (*r).cap as usize);
+            }
+        }
+    }
+
+    /// Redirect strategy and a record a fork child shares: unlinking it would write shared memory.
+    fn shadows(&self, r: *mut Rec) -> bool {
+        self.strategy == CowStrategy::Redirect && self.arena.shared(r as usize)
+    }
+
+    fn is_shadowed(&self, r: *mut Rec) -> bool {
+        !self.shadowed.is_empty() && self.shadowed.contains(&(r as usize))
+    }
+
+    /// # Safety
+    /// `r` must be a shadowed record still linked in its chain.
+    unsafe fn unlink_shadowed(&mut self, r: *mut Rec) {
+        // SAFETY: per the contract; the chain is walked from its bucket to find r's link.
+        unsafe {
+            let mut link = self.bucket((*r).hash);
+            while !(*link).is_null() && *link != r {
+                link = &mut (**link).next;
+            }
+            if *link == r {
+                *link = (*r).next;
+                self.arena.free(r as *mut u8, (*r).cap as usize);
+            }
+        }
+    }
+
+    /// Starts copy-before-write for a forkless save: from now on every record present is
+    /// copied out once, before it changes or when [`Table::walk_step`] reaches it.
+    pub fn begin_cow(&mut self) {
+        self.save_epoch = self.save_epoch.wrapping_add(1);
+        if self.save_epoch == 0 {
+            // After 2^32 saves old tags could match again: clear them (rare, one pass).
+            self.save_epoch = 1;
+            self.visit_mut(|r| r.epoch = 0);
+        }
+        self.cow = Some(CowSave {
+            epoch: self.save_epoch,
+            cursor: 0,
+            out: Vec::new(),
+            early_bytes: 0,
+            early_keys: 0,
+        });
+    }
+
+    /// Stops copy-before-write; returns (bytes, keys) copied early because of writes.
+    pub fn end_cow(&mut self) -> (u64, u64) {
+        self.cow
+            .take()
+            .map_or((0, 0), |c| (c.early_bytes, c.early_keys))
+    }
+
+    pub fn cow_active(&self) -> bool {
+        self.cow.is_some()
+    }
+
+    /// Takes the records copied so far (to hand them to the writer).
+    pub fn take_copied(&mut self) -> Vec<u8> {
+        self.cow
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default()
+    }
+
+    /// Copies out not-yet-handled records of the next buckets until `budget` bytes are copied
+    /// (or the table ends). Returns true once every bucket has been walked.
+    pub fn walk_step(&mut self, budget: usize) -> bool {
+        let Some(c) = self.cow.as_mut() else {
+            return true;
+        };
+        let start = c.out.len();
+        while c.cursor < self.nbuckets && c.out.len() - start < budget {
+            // SAFETY: cursor < nbuckets; chains are valid records of this table.
+            let mut r = unsafe { *self.buckets.add(c.cursor) };
+            while !r.is_null() {
+                // SAFETY: valid record, only this thread touches it.
+                let rr = unsafe { &mut *r };
+                if rr.epoch != c.epoch {
+                    rr.epoch = c.epoch;
+                    push_raw(&mut c.out, rr);
+                }
+                r = rr.next;
+            }
+            c.cursor += 1;
+        }
+        c.cursor >= self.nbuckets
+    }
+
+    /// Before a record changes or goes away: if a forkless save has not copied it yet, copy
+    /// its current (pre-write) version now.
+    fn before_write(&mut self, r: *mut Rec) {
+        if let Some(c) = self.cow.as_mut() {
+            // SAFETY: callers pass a live record of this table.
+            let rr = unsafe { &mut *r };
+            if rr.epoch != c.epoch {
+                rr.epoch = c.epoch;
+                let n = c.out.len();
+                push_raw(&mut c.out, rr);
+                c.early_bytes += (c.out.len() - n) as u64;
+                c.early_keys += 1;
+            }
+        }
+    }
+
+    fn visit_mut(&mut self, mut f: impl FnMut(&mut Rec)) {
+        for i in 0..self.nbuckets {
+            // SAFETY: bucket array and chains are valid.
+            let mut r = unsafe { *self.buckets.add(i) };
+            while !r.is_null() {
+                // SAFETY: valid record.
+                let rr = unsafe { &mut *r };
+                f(rr);
+                r = rr.next;
+            }
         }
     }
 
@@ -174,7 +494,7 @@ impl Table {
         unsafe {
             while !(*link).is_null() {
                 let r = &**link;
-                if r.hash == h && r.key() == key {
+                if r.hash == h && r.key() == key && !self.is_shadowed(*link) {
                     return link;
                 }
                 link = &mut (**link).next;
@@ -231,7 +551,22 @@ impl Table {
         }
         // SAFETY: valid record.
         unsafe {
-            let r = &mut **link;
+            self.before_write(*link);
+            let Ok(r) = self.redirect(link, None) else {
+                // No memory for a copy: write in place (the kernel copies the page).
+                return self.set_expire_in_place(*link, at_ms);
+            };
+            self.set_expire_in_place(r, at_ms)
+        }
+    }
+
+    /// # Safety
+    /// `r` must be a live record of this table.
+    unsafe fn set_expire_in_place(&mut self, r: *mut Rec, at_ms: i64) -> bool {
+        self.wrote(r as *const u8, HDR);
+        // SAFETY: per the contract.
+        unsafe {
+            let r = &mut *r;
             if r.expire_ms == 0 && at_ms != 0 {
                 self.expires += 1;
             } else if r.expire_ms != 0 && at_ms == 0 {
@@ -252,20 +587,29 @@ impl Table {
         true
     }
 
+    /// Removes a record. Returns false if it stays linked, shadowed (redirect strategy, shared
+    /// with a fork child): then `link` still points at it.
+    ///
     /// # Safety
     /// `link` must point at a live record's link in this table.
-    unsafe fn unlink_free(&mut self, link: *mut *mut Rec) {
+    unsafe fn unlink_free(&mut self, link: *mut *mut Rec) -> bool {
+        self.len -= 1;
         // SAFETY: per the contract.
         unsafe {
             let r = *link;
-            *link = (*r).next;
+            self.before_write(r);
             if (*r).expire_ms != 0 {
                 self.expires -= 1;
             }
+            if self.shadows(r) {
+                self.shadowed.insert(r as usize);
+                return false;
+            }
+            self.set_link(link, (*r).next);
             let cap = (*r).cap as usize;
             self.arena.free(r as *mut u8, cap);
         }
-        self.len -= 1;
+        true
     }
 
     /// Inserts or replaces. The value is written in place when it fits the old block.
@@ -276,6 +620,7 @@ impl Table {
         unsafe {
             if !link.is_null() {
                 let r = *link;
+                self.before_write(r);
                 let old_exp = (*r).expire_ms;
                 let new_exp = match exp {
                     Expire::Clear => 0,
@@ -283,21 +628,26 @@ impl Table {
                     Expire::At(t) => t,
                 };
                 let cap = (*r).cap as usize;
-                // In place if it fits and would not strand most of a big block.
-                if need <= cap && (cap <= 256 || need >= cap / 2) {
+                // In place if it fits and would not strand most of a big block (and, with
+                // the redirect strategy, if no fork child shares it).
+                let r = if !self.shadows(r) && need <= cap && (cap <= 256 || need >= cap / 2) {
+                    self.wrote(r as *const u8, need);
                     ptr::copy_nonoverlapping(
                         val.as_ptr(),
                         (r as *mut u8).add(HDR + key.len()),
                         val.len(),
                     );
                     (*r).vlen = val.len() as u32;
+                    r
                 } else {
                     let nr = self.new_rec(key, val, h)?;
-                    (*nr).next = (*r).next;
-                    *link = nr;
-                    self.arena.free(r as *mut u8, (*r).cap as usize);
+                    (*nr).expire_ms = old_exp;
+                    self.replace(link, nr);
+                    nr
+                };
+                if (*r).expire_ms != new_exp {
+                    self.wrote(r as *const u8, HDR);
                 }
-                let r = *link;
                 (*r).expire_ms = new_exp;
                 if old_exp == 0 && new_exp != 0 {
                     self.expires += 1;
@@ -316,7 +666,7 @@ impl Table {
             }
             let b = self.bucket(h);
             (*nr).next = *b;
-            *b = nr;
+            self.set_link(b, nr);
         }
         self.len += 1;
         if self.len > self.grow_at() {
@@ -356,10 +706,13 @@ impl Table {
                 klen,
                 vlen,
                 cap: cap32,
-                _pad: 0,
+                // Born during a forkless save: not part of its instant.
+                epoch: self.cow.as_ref().map_or(0, |c| c.epoch),
             });
             ptr::copy_nonoverlapping(key.as_ptr(), p.add(HDR), key.len());
             ptr::copy_nonoverlapping(val.as_ptr(), p.add(HDR + key.len()), val.len());
+            // A block reused from a free list may sit in a page a fork child shares.
+            self.wrote(p, need);
             Ok(r)
         }
     }
@@ -416,6 +769,10 @@ impl Table {
         }
         self.buckets = nb;
         self.nbuckets = n;
+        if let Some(c) = self.cow.as_mut() {
+            // A shrink moves records behind the cursor: walk again; handled ones are skipped.
+            c.cursor = 0;
+        }
         Ok(())
     }
 
@@ -430,7 +787,9 @@ impl Table {
             while !r.is_null() {
                 // SAFETY: valid record.
                 let rr = unsafe { &*r };
-                f(rr.key(), rr.val(), rr.expire_ms)?;
+                if !self.is_shadowed(r) {
+                    f(rr.key(), rr.val(), rr.expire_ms)?;
+                }
                 r = rr.next;
             }
         }
@@ -460,7 +819,7 @@ impl Table {
             while !r.is_null() {
                 // SAFETY: valid record.
                 let rr = unsafe { &*r };
-                if !rr.expired(now) {
+                if !rr.expired(now) && !self.is_shadowed(r) {
                     f(rr.key());
                     seen += 1;
                 }
@@ -486,15 +845,18 @@ impl Table {
         for _ in 0..buckets.min(self.nbuckets) {
             self.expire_cursor = (self.expire_cursor + 1) & (self.nbuckets - 1);
             let mut link = self.bucket(self.expire_cursor as u64);
-            // SAFETY: valid links; unlink_free keeps `link` pointing at the next record.
+            // SAFETY: valid links; unlink_free keeps `link` pointing at the next record, unless
+            // it shadowed the record instead (then step over it).
             unsafe {
                 while !(*link).is_null() {
-                    if (**link).expired(now) {
-                        self.unlink_free(link);
+                    let dead = self.is_shadowed(*link);
+                    if !dead && (**link).expired(now) {
                         removed += 1;
-                    } else {
-                        link = &mut (**link).next;
+                        if self.unlink_free(link) {
+                            continue;
+                        }
                     }
+                    link = &mut (**link).next;
                 }
             }
         }
@@ -512,6 +874,18 @@ fn alloc_buckets(arena: &mut Arena, n: usize) -> Result<*mut *mut Rec, Oom> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys a full SCAN returns.
+    fn scan_count(t: &mut Table) -> usize {
+        let mut n = 0;
+        let mut c = 0;
+        loop {
+            c = t.scan(c, 100, 1, |_| n += 1);
+            if c == 0 {
+                return n;
+            }
+        }
+    }
 
     #[test]
     fn set_get_del_resize() {
@@ -537,14 +911,7 @@ mod tests {
         assert_eq!(t.get(b"k1", 1).map(|v| v.len()), Some(3000));
         assert!(t.del(b"k1", 1));
         assert!(!t.del(b"k1", 1));
-        let mut n = 0;
-        let mut c = 0;
-        loop {
-            c = t.scan(c, 100, 1, |_| n += 1);
-            if c == 0 {
-                break;
-            }
-        }
+        let n = scan_count(&mut t);
         assert_eq!(n, 9_999);
     }
 
@@ -571,6 +938,117 @@ mod tests {
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no growth up to the ratio");
         t.reserve(1000);
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no reserve while blocked");
+    }
+
+    /// Copy-before-write: what a forkless save collects is the table at `begin_cow`, whatever
+    /// happens before the walk reaches a record (overwrites, deletes, expiry changes, inserts,
+    /// and a shrink that moves records to buckets behind the walk's cursor).
+    #[test]
+    fn forkless_copies_the_start_instant() {
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..3000 {
+            let (k, v) = (format!("k{i}"), format!("v{i}"));
+            t.set(k.as_bytes(), v.as_bytes(), Expire::Clear, 1).unwrap();
+            want.insert(k.into_bytes(), (v.into_bytes(), 0));
+        }
+        t.begin_cow();
+        let mut got = std::collections::BTreeMap::new();
+        let mut collect = |b: Vec<u8>| {
+            let mut b = &b[..];
+            while let Some((r, rest)) = pop_raw(b) {
+                let old = got.insert(r.key.to_vec(), (r.val.to_vec(), r.expire_ms));
+                assert!(old.is_none(), "copied twice");
+                b = rest;
+            }
+        };
+        let mut i = 0;
+        loop {
+            // A few writes between walk steps; new keys force resizes mid-walk.
+            for _ in 0..20 {
+                let k = format!("k{}", (i * 7919) % 6000);
+                match i % 4 {
+                    0 => t.set(k.as_bytes(), b"new", Expire::Clear, 1).unwrap(),
+                    1 => {
+                        t.del(k.as_bytes(), 1);
+                    }
+                    2 => {
+                        t.set_expire(k.as_bytes(), 99, 1);
+                    }
+                    _ => t.set(k.as_bytes(), &[b'z'; 700], Expire::Keep, 1).unwrap(),
+                }
+                i += 1;
+            }
+            let done = t.walk_step(512);
+            collect(t.take_copied());
+            if done {
+                break;
+            }
+            if i == 400 {
+                // Most keys go, then the table shrinks: records move to buckets below the cursor.
+                for j in (0..6000).filter(|j| j % 16 != 0) {
+                    t.del(format!("k{j}").as_bytes(), 1);
+                }
+                let before = t.nbuckets();
+                t.fit().unwrap();
+                assert!(t.nbuckets() < before);
+            }
+        }
+        t.end_cow();
+        assert_eq!(got, want);
+    }
+
+    /// Redirect strategy during a (pretend) fork: the table answers as a plain map would, and
+    /// overwrites, expiry changes and deletes of shared records write no shared record page.
+    #[test]
+    fn redirect_keeps_answers_and_spares_shared_records() {
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        t.strategy = CowStrategy::Redirect;
+        let mut m = std::collections::BTreeMap::new();
+        for i in 0..5000 {
+            let k = format!("k{i}").into_bytes();
+            t.set(&k, b"v0", Expire::Clear, 1).unwrap();
+            m.insert(k, b"v0".to_vec());
+        }
+        t.fork_begin();
+        for i in 0..20000u64 {
+            let k = format!("k{}", (i * 7919) % 5000).into_bytes();
+            match i % 5 {
+                0 | 1 => {
+                    let v = format!("v{i}").into_bytes();
+                    t.set(&k, &v, Expire::Keep, 1).unwrap();
+                    m.insert(k, v);
+                }
+                2 => {
+                    assert_eq!(t.del(&k, 1), m.remove(&k).is_some());
+                }
+                3 => {
+                    assert_eq!(t.set_expire(&k, 1 << 40, 1), m.contains_key(&k));
+                }
+                _ => assert_eq!(t.get(&k, 1), m.get(&k).map(|v| &v[..])),
+            }
+        }
+        assert_eq!(t.len(), m.len());
+        let (_, records) = t.fork_pages();
+        assert_eq!(records, 0, "shared record pages written");
+        let n = scan_count(&mut t);
+        assert_eq!(n, m.len());
+        t.fork_end();
+        assert_eq!(t.len(), m.len());
+        for (k, v) in &m {
+            assert_eq!(t.get(k, 1), Some(&v[..]));
+        }
+        let mut all = 0;
+        t.for_each(|_, _, _| -> Result<(), ()> {
+            all += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            all,
+            m.len(),
+            "shadowed records unlinked when the child ends"
+        );
     }
 
     #[test]

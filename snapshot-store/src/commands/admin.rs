@@ -56,6 +56,14 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
         ("dir", st.persist.dir.display().to_string()),
         ("dbfilename", st.persist.dbfilename.clone()),
         ("rdbcompression", yes_no(st.persist.rdbcompression).into()),
+        (
+            "default-bgsave-method",
+            st.persist.default_method.name().into(),
+        ),
+        (
+            "rdb-key-save-delay",
+            st.persist.key_save_delay_us.to_string(),
+        ),
         ("port", st.port.to_string()),
         ("bind", st.bind.clone()),
         ("databases", "1".into()),
@@ -96,6 +104,18 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
                 (
                     b.map(|b| st.persist.rdbcompression = b),
                     "argument must be 'yes' or 'no'",
+                )
+            } else if args.is(i, "default-bgsave-method") {
+                let m = crate::method::Method::parse(args.get(i + 1));
+                (
+                    m.map(|m| st.persist.default_method = m),
+                    "argument must be 'fork' or 'forkless'",
+                )
+            } else if args.is(i, "rdb-key-save-delay") {
+                let d = value.and_then(|s| s.parse::<u64>().ok());
+                (
+                    d.map(|d| st.persist.key_save_delay_us = d),
+                    "argument must be a number of microseconds",
                 )
             } else {
                 return resp::err(

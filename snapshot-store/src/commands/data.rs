@@ -143,11 +143,22 @@ pub(super) fn flushall(st: &mut State, args: &Args, out: &mut Vec<u8>) {
     if args.len() > 2 || (args.len() == 2 && !args.is(1, "async") && !args.is(1, "sync")) {
         return resp::err(out, SYNTAX);
     }
-    // A running save would write keys that are gone: stop it, as Redis does. The old table is
-    // then dropped whole (its mappings unmapped) instead of being freed key by key.
-    st.persist.kill_child(&mut st.table, &st.registry);
+    // A running fork save would write keys that are gone: stop it, as Redis does. The old table
+    // is then dropped whole (its mappings unmapped) instead of being freed key by key.
     st.persist.dirty += st.table.len() as u64;
-    st.table = st.table.empty_like();
+    let empty = st.table.empty_like();
+    let old = std::mem::replace(&mut st.table, empty);
+    // A forkless save can finish from the old table; unless FLUSHALL saves the empty dataset
+    // now (then the older snapshot must not land after it).
+    let old = if st.persist.save_points.is_empty() {
+        st.persist.forkless_adopt(old)
+    } else {
+        Some(old)
+    };
+    if old.is_some() {
+        st.persist.kill_child(&mut st.table, &st.registry);
+    }
+    drop(old);
     if !st.persist.save_points.is_empty() {
         // Redis saves the now-empty dataset right away so a restart can't resurrect the keys.
         if let Err(e) = st.persist.save(&st.table) {

@@ -356,13 +356,20 @@ pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) 
             resp::int(out, had as i64);
         }
         Cmd::BGSAVE => {
-            if args.len() > 2 || (args.len() == 2 && !args.is(1, "schedule")) {
-                resp::err(out, SYNTAX);
-            } else {
-                match st.persist.bgsave(&mut st.table, &st.registry) {
+            // BGSAVE [SCHEDULE | FORK | FORKLESS] (Valkey's method argument).
+            let method = match args.len() {
+                1 => Some(st.persist.default_method),
+                2 if args.is(1, "schedule") => Some(st.persist.default_method),
+                2 => crate::method::Method::parse(args.get(1)),
+                _ => None,
+            };
+            if let Some(method) = method {
+                match st.persist.bgsave_with(method, &mut st.table, &st.registry) {
                     Ok(()) => resp::simple(out, "Background saving started"),
                     Err(e) => resp::err(out, &e),
                 }
+            } else {
+                resp::err(out, SYNTAX);
             }
         }
         Cmd::SAVE => {

@@ -63,6 +63,30 @@ pub fn write_table<W: Write>(
     info: &SaveInfo,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<(u64, W)> {
+    let counts = (table.len() as u64, table.expires() as u64);
+    write_with(out, buf, info, counts, |e| {
+        let mut n = 0;
+        table.for_each(|k, v, exp| -> io::Result<()> {
+            e.string_key(k, v, (exp != 0).then_some(exp))?;
+            n += 1;
+            if n % 1024 == 0 {
+                progress(n);
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    })
+}
+
+/// Writes an RDB file whose keys `body` encodes (returning how many); `counts` are the
+/// (keys, keys with an expiry) of the RESIZEDB hint. Returns the key count and the writer.
+pub fn write_with<W: Write>(
+    out: W,
+    buf: &mut Vec<u8>,
+    info: &SaveInfo,
+    counts: (u64, u64),
+    body: impl FnOnce(&mut encode::Encoder<W>) -> io::Result<u64>,
+) -> io::Result<(u64, W)> {
     let mut e = encode::Encoder::new(out, buf, info.compress);
     let ctime = info.ctime.to_string();
     let used = info.used_mem.to_string();
@@ -74,17 +98,9 @@ pub fn write_table<W: Write>(
         ("aof-base", "0"),
     ])?;
     // Like Redis, an empty database is not written at all.
-    if !table.is_empty() {
-        e.select_db(0, table.len() as u64, table.expires() as u64)?;
+    if counts.0 > 0 {
+        e.select_db(0, counts.0, counts.1)?;
     }
-    let mut n = 0;
-    table.for_each(|k, v, exp| -> io::Result<()> {
-        e.string_key(k, v, (exp != 0).then_some(exp))?;
-        n += 1;
-        if n % 1024 == 0 {
-            progress(n);
-        }
-        Ok(())
-    })?;
+    let n = body(&mut e)?;
     Ok((n, e.finish()?))
 }
