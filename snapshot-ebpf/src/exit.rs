@@ -8,7 +8,7 @@ use snapshot_common::end_reason;
 
 use crate::{
     kernel::cfg,
-    maps::{FORKS, PROCS, end_fork, end_forks_of, send_proc},
+    maps::{PROCS, leave, send_proc},
 };
 
 /// `(struct task_struct *p, bool group_dead)`; before Linux 6.16 only `p`.
@@ -41,9 +41,7 @@ fn on_exit(group_dead: u64) {
     if !last {
         return;
     }
-    end_fork(tgid, end_reason::CHILD_EXIT);
-    end_forks_of(tgid, stats, end_reason::PARENT_EXIT);
-    let _ = FORKS.remove(tgid);
+    leave(stats, end_reason::PARENT_EXIT, end_reason::CHILD_EXIT);
     if send_proc(stats) {
         let _ = PROCS.remove(tgid);
     }

@@ -12,8 +12,8 @@ use aya_ebpf::{
 use snapshot_common::ProcStats;
 
 use crate::{
-    kernel::{cfg, read},
-    maps::{PENDING, add, count, live_fork, proc_stats, record_copy},
+    kernel::{cfg, finished_faults, read},
+    maps::{PENDING, add, count, proc_stats, record_copy, target},
 };
 
 /// x86 page fault error code: the page was present (a protection fault) ...
@@ -66,21 +66,21 @@ fn on_fault(address: u64, error_code: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stats) = proc_stats(tgid) else { return };
     unsafe { add(&raw mut (*stats).faults, 1) };
+    // Other faults need not end an earlier mark: that fault was counted as
+    // finished, which `mm_page_alloc` checks.
     if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
-        // Any fault ends the mark of the one before: the page a swap-in or
-        // a file read allocates now is not that fault's copy.
-        if let Some(pending) = PENDING.current(false) {
-            unsafe { *pending = 0 };
-        }
         return;
     }
     unsafe { add(&raw mut (*stats).wp_faults, 1) };
-    if maps_hugetlb() && hugetlb_fault(tgid, stats, address) {
+    if maps_hugetlb() && hugetlb_fault(stats, address) {
         return;
     }
     // Replaces the mark of an earlier fault that reused its page.
     match PENDING.current(true) {
-        Some(pending) => unsafe { *pending = address },
+        Some(pending) => unsafe {
+            (*pending).address = address;
+            (*pending).faults = finished_faults();
+        },
         None => count(snapshot_common::counter::PENDING_FULL),
     }
 }
@@ -101,7 +101,7 @@ fn maps_hugetlb() -> bool {
 
 /// Handles a write fault in a hugetlb mapping; false for other mappings.
 #[inline(always)]
-fn hugetlb_fault(tgid: u32, stats: *mut ProcStats, address: u64) -> bool {
+fn hugetlb_fault(stats: *mut ProcStats, address: u64) -> bool {
     let mut vma = Vma::default();
     let found = unsafe {
         bpf_find_vma(
@@ -122,8 +122,8 @@ fn hugetlb_fault(tgid: u32, stats: *mut ProcStats, address: u64) -> bool {
     }
     // Pool pages: no allocation to observe. The kernel copies unless it is
     // the only mapper, i.e. unless no fork relative shares the page.
-    if live_fork(tgid, stats).is_some() {
-        record_copy(tgid, stats, vma.huge_order);
+    if target(stats) != 0 {
+        record_copy(stats, vma.huge_order);
     }
     true
 }

@@ -18,6 +18,7 @@ static CONFIG: Config = Config {
     gfp_noretry: 0,
     task_tgid: 0,
     task_mm: 0,
+    task_min_flt: 0,
     mm_hugetlb_usage: 0,
     vma_flags: 0,
     vma_file: 0,
@@ -61,4 +62,13 @@ pub fn task(task: *const u8) -> Option<Task> {
         tgid: read(task, cfg!(task_tgid))?,
         mm: read(task, cfg!(task_mm))?,
     })
+}
+
+/// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
+/// bumps at the end of each fault it handled (`mm_account_fault`).
+#[inline(always)]
+pub fn finished_faults() -> u64 {
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    // maj_flt follows min_flt (the loader checks).
+    read::<[u64; 2]>(task, cfg!(task_min_flt)).map_or(0, |[min, maj]| min.wrapping_add(maj))
 }

@@ -20,7 +20,6 @@ pub const PROBES: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "fork.rs", "sched tracepoint"),
     ("sched_process_exec", "exec.rs", "sched tracepoint"),
     ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
-    ("sys_enter", "syscall.rs", "raw_syscalls tracepoint: ends a pending write fault"),
 ];
 
 /// Reads the running kernel's BTF and fills in the offsets the programs need.
@@ -38,6 +37,7 @@ pub fn config() -> Result<Config> {
         gfp_noretry: enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16),
         task_tgid: off("task_struct", "tgid")?,
         task_mm: off("task_struct", "mm")?,
+        task_min_flt: fault_counters(&btf)?,
         mm_hugetlb_usage: field_offset(&btf, "mm_struct", "hugetlb_usage").unwrap_or(0),
         vma_flags: off("vm_area_struct", "vm_flags")?,
         vma_file: off("vm_area_struct", "vm_file")?,
@@ -48,6 +48,17 @@ pub fn config() -> Result<Config> {
         hstate_order: off("hstate", "order")?,
         ..Config::default()
     })
+}
+
+/// `task_struct.min_flt`, which the programs read together with the
+/// `maj_flt` that must follow it.
+fn fault_counters(btf: &Btf) -> Result<u32> {
+    let min = field_offset(btf, "task_struct", "min_flt").context("kernel BTF: task_struct.min_flt")?;
+    let maj = field_offset(btf, "task_struct", "maj_flt").context("kernel BTF: task_struct.maj_flt")?;
+    if maj != min + 8 {
+        bail!("kernel BTF: task_struct.maj_flt at {maj} does not follow min_flt at {min}");
+    }
+    Ok(min)
 }
 
 pub fn page_size() -> u64 {

@@ -114,7 +114,7 @@ impl Collector {
         }
         processes.sort_by_key(|p| p.pid);
         let mut forks = self.ended.clone();
-        let map: HashMap<&MapData, u32, ForkRecord> =
+        let map: HashMap<&MapData, u64, ForkRecord> =
             HashMap::try_from(loaded.ebpf.map("FORKS").context("no FORKS map")?)?;
         for entry in map.iter() {
             let (_, f) = entry.context("reading FORKS")?;
