@@ -39,8 +39,7 @@ pub struct ProcStats {
     pub file_copies: u64,
     /// Writes that replaced the shared zero page with a fresh zeroed page.
     pub zero_fills: u64,
-    /// Write faults in a process with hugetlb pages whose mapping could not be
-    /// looked up (mmap_lock busy).
+    /// Kept for the report's layout: always 0 since no mapping is looked up.
     pub vma_misses: u64,
     /// Copies by page order (see [`ORDERS`]).
     pub copies_by_order: [u64; ORDERS],
@@ -137,13 +136,10 @@ pub struct Config {
     pub task_min_flt: u32,
     /// 0 when the kernel has no hugetlb.
     pub mm_hugetlb_usage: u32,
-    pub vma_flags: u32,
-    pub vma_file: u32,
-    pub file_inode: u32,
-    pub inode_sb: u32,
-    pub sb_fs_info: u32,
-    pub hugetlbfs_sb_hstate: u32,
-    pub hstate_order: u32,
+    /// Page order of the default hugetlb page size (9: 2 MiB).
+    pub huge_order: u32,
+    /// `TLB_LOCAL_MM_SHOOTDOWN` of `enum tlb_flush_reason`.
+    pub tlb_local_mm_shootdown: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

@@ -43,6 +43,7 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     unsafe {
         let done = finished_faults() != (*pending).faults;
         (*pending).address = 0;
+        (*pending).flushed = 0;
         if done {
             return; // the marked fault is over: this page is not its copy
         }

@@ -8,7 +8,8 @@ use snapshot_common::end_reason;
 
 use crate::{
     kernel::cfg,
-    maps::{PROCS, leave, send_proc},
+    fault::settle,
+    maps::{PENDING, PROCS, leave, send_proc},
 };
 
 /// `(struct task_struct *p, bool group_dead)`; before Linux 6.16 only `p`.
@@ -33,6 +34,10 @@ fn on_exit(group_dead: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
+    // The thread's last fault may have been a hugetlb copy.
+    if let Some(pending) = PENDING.current(false) {
+        settle(stats, pending);
+    }
     // Without the argument, the leader's exit stands for the process's.
     let last = match group_dead {
         2 => pid_tgid as u32 == tgid,

@@ -20,13 +20,8 @@ static CONFIG: Config = Config {
     task_mm: 0,
     task_min_flt: 0,
     mm_hugetlb_usage: 0,
-    vma_flags: 0,
-    vma_file: 0,
-    file_inode: 0,
-    inode_sb: 0,
-    sb_fs_info: 0,
-    hugetlbfs_sb_hstate: 0,
-    hstate_order: 0,
+    huge_order: 9,
+    tlb_local_mm_shootdown: 3,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding

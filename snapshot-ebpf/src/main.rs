@@ -15,8 +15,9 @@
 //!   allocated after the fault is never taken for its copy. Kernel-mode faults on
 //!   user addresses (`page_fault_kernel`: copy_to_user into a shared buffer)
 //!   copy too, and are watched like user ones.
-//! - hugetlb pages come from a pool, not the page allocator: a write fault in a
-//!   `VM_HUGETLB` mapping copies while a fork relative still shares it.
+//! - hugetlb pages come from a pool, not the page allocator: a write fault in
+//!   a process that maps hugetlb pages copies when it flushes the TLB
+//!   (`tlb_flush`) and allocates nothing; it is counted when the fault is over.
 //! - Each copy is charged to one fork, kept in the process record
 //!   (`ProcStats::target`) and moved at fork, exit and exec.
 #![no_std]
@@ -33,6 +34,7 @@ mod kernel;
 mod maps;
 mod probe;
 mod task_storage;
+mod tlb;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -46,6 +46,11 @@ pub struct Pending {
     /// (io-wq workers and kernel threads on a user mm make no syscalls that
     /// could end the mark).
     pub faults: u64,
+    /// The process mapped hugetlb pages at the fault.
+    pub hugetlb: u32,
+    /// The fault flushed a TLB entry before any allocation: a hugetlb copy,
+    /// unless a 4 KiB copy (after a THP split) still allocates.
+    pub flushed: u32,
 }
 
 /// Health counters, indexed by `snapshot_common::counter`.

@@ -24,8 +24,7 @@ pub struct Process {
     /// First writes to the shared zero page (a fresh zeroed page, not a copy).
     pub zero_fills: u64,
     pub faults: u64,
-    /// Write faults in a process with hugetlb pages whose mapping could not
-    /// be looked up (mmap_lock busy): a hugetlb copy among them is missed.
+    /// Always 0: no mapping is looked up any more (kept for the report's shape).
     pub vma_misses: u64,
     /// Copies by page size in bytes.
     pub copies_by_size: BTreeMap<u64, u64>,
