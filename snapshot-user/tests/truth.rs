@@ -107,6 +107,44 @@ impl Run {
     }
 }
 
+/// `snapshot trace SELECTION` started after the program, which waits at a
+/// gate until the tracer is attached; ended with Ctrl-C once the program is done.
+fn trace_running(selection: &[&str], name: &str) -> Run {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir();
+    let (report, truth, gate) = (path(&dir, "report.json"), path(&dir, "truth.jsonl"), path(&dir, "gate"));
+    std::fs::write(&truth, "").unwrap();
+    // A copy under a name of its own, for --comm.
+    let program = path(&dir, name);
+    std::fs::copy(truth_program(), &program).unwrap();
+    let mut target = Command::new(&program)
+        .args(["sibling_exit".as_ref(), truth.as_os_str(), "4096".as_ref()])
+        .env("TRUTH_GATE", &gate)
+        .spawn()
+        .unwrap();
+    let mut tracer = Command::new(SNAPSHOT)
+        .args(["trace", "--json"])
+        .arg(&report)
+        .args(selection)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("snapshot: tracing") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "snapshot trace {selection:?} ended before tracing");
+    }
+    std::fs::write(&gate, "").unwrap();
+    assert!(target.wait().unwrap().success(), "the program failed");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    assert!(tracer.wait().unwrap().success(), "snapshot trace {selection:?} failed");
+    let text = std::fs::read_to_string(&truth).unwrap();
+    let truth = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    Run { report: json(&report), truth }
+}
+
 /// At least the truth, and no more than 1% over it plus the program's own
 /// stack and libc copies.
 fn close(traced: u64, truth: u64) -> bool {
@@ -282,4 +320,25 @@ fn hugetlb_parent_reuses_what_the_child_copied() {
 #[test]
 fn hugetlb_pages_mapped_after_the_fork_are_not_copied() {
     hugetlb_case("hugetlb_after_fork");
+}
+
+#[test]
+fn comm_traces_a_process_already_running() {
+    if !privileged("comm_traces_a_process_already_running") {
+        return;
+    }
+    let name = format!("ct{}", std::process::id());
+    let run = trace_running(&["--comm", &name], &name);
+    assert!(run.truth_copies() > 0);
+    run.check();
+}
+
+#[test]
+fn all_traces_a_process_already_running() {
+    if !privileged("all_traces_a_process_already_running") {
+        return;
+    }
+    let run = trace_running(&["--all"], "truth-all");
+    assert!(run.truth_copies() > 0);
+    run.check();
 }

@@ -6,7 +6,8 @@
  *     N copies made in the fork P->C's parent (or child) while it shared
  *   {"pid":P,"copied":N}        N copies made in process P, charged to no fork
  *   {"parent":P,"child":C,"end_reason":"..."}  how that fork's sharing ends
- * Usage: truth CASE OUT [PAGES]. Needs root (pagemap frame numbers). */
+ * Usage: truth CASE OUT [PAGES]. Needs root (pagemap frame numbers). With
+ * TRUTH_GATE=PATH it waits for PATH to exist before it starts. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -595,6 +596,10 @@ int main(int argc, char **argv) {
 	out_fd = open(argv[2], O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (out_fd < 0)
 		die("opening the truth file");
+	/* Started before the tracer: wait until it is attached. */
+	const char *gate = getenv("TRUTH_GATE");
+	while (gate && access(gate, F_OK) != 0)
+		usleep(10000);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		if (!strcmp(argv[1], cases[i].name)) {
 			cases[i].run();
