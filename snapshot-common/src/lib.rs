@@ -140,6 +140,12 @@ pub struct Config {
     pub huge_order: u32,
     /// `TLB_LOCAL_MM_SHOOTDOWN` of `enum tlb_flush_reason`.
     pub tlb_local_mm_shootdown: u32,
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SWAPENTS`, `MM_SHMEMPAGES` of the
+    /// mm counters `rss_stat` reports.
+    pub mm_filepages: u32,
+    pub mm_anonpages: u32,
+    pub mm_swapents: u32,
+    pub mm_shmempages: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

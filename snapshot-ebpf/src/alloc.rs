@@ -8,7 +8,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{cfg, finished_faults},
-    maps::{PENDING, PROCS, add, record_copy},
+    maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy},
 };
 
 /// `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
@@ -40,6 +40,7 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     if gfp & user != user || gfp & page_cache != 0 {
         return;
     }
+    let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;
     unsafe {
         let done = finished_faults() != (*pending).faults;
         (*pending).address = 0;
@@ -47,13 +48,29 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
         if done {
             return; // the marked fault is over: this page is not its copy
         }
+        if (*pending).kind == NOT_PRESENT {
+            // The first page a not-present write allocates: a fresh zeroed
+            // page, a swap-in, or the copy of a file page (`rss_stat` and
+            // `settle` tell which once the fault is over).
+            if !zero && order == 0 {
+                (*pending).copied = 1;
+                (*pending).anon = 0;
+                (*pending).swap = 0;
+            }
+            return;
+        }
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
-    if gfp & (1u64 << cfg!(gfp_zero)) != 0 {
+    if zero {
         // The write replaced the shared zero page: a fill, not a copy.
         unsafe { add(&raw mut (*stats).zero_fills, 1) };
         return;
     }
-    record_copy(stats, order as u32);
+    let charged = record_copy(stats, order as u32);
+    // Kept until the fault is over: `rss_stat` may show the page was page cache.
+    unsafe {
+        (*pending).copied = order as u32 + 1;
+        (*pending).charged = charged;
+    }
 }

@@ -9,7 +9,7 @@ use snapshot_common::ProcStats;
 
 use crate::{
     kernel::{cfg, finished_faults, read},
-    maps::{PENDING, Pending, add, count, proc_stats, record_copy},
+    maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats, record_copy},
 };
 
 /// x86 page fault error code: the page was present (a protection fault) ...
@@ -62,13 +62,19 @@ fn on_fault(address: u64, error_code: u64) {
     unsafe { add(&raw mut (*stats).faults, 1) };
     // Other faults need not end an earlier mark (the kernel counted that
     // fault as finished, which `mm_page_alloc` checks), only settle it.
-    if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
-        if let Some(pending) = PENDING.current(false) {
-            settle(stats, pending);
+    let kind = match error_code & (PF_PROT | PF_WRITE) {
+        k if k == PF_PROT | PF_WRITE => WRITE_PROTECT,
+        PF_WRITE => NOT_PRESENT,
+        _ => {
+            if let Some(pending) = PENDING.current(false) {
+                settle(stats, pending);
+            }
+            return;
         }
-        return;
+    };
+    if kind == WRITE_PROTECT {
+        unsafe { add(&raw mut (*stats).wp_faults, 1) };
     }
-    unsafe { add(&raw mut (*stats).wp_faults, 1) };
     // Replaces the mark of an earlier fault that reused its page.
     let Some(pending) = PENDING.current(true) else {
         count(snapshot_common::counter::PENDING_FULL);
@@ -78,14 +84,19 @@ fn on_fault(address: u64, error_code: u64) {
     unsafe {
         (*pending).address = address;
         (*pending).faults = finished_faults();
-        (*pending).hugetlb = u32::from(maps_hugetlb());
+        (*pending).kind = kind;
+        (*pending).copied = 0;
+        (*pending).hugetlb = u32::from(kind == WRITE_PROTECT && maps_hugetlb());
     }
 }
 
-/// Counts the thread's previous fault as a hugetlb copy if it was one: it
-/// flushed the TLB and allocated nothing from the page allocator (hugetlb
-/// copies come from a pool). Known only once the fault is over: a THP split
-/// flushes too, and then its 4 KiB copy allocates.
+/// Counts what the thread's previous fault was, once it is over:
+/// - a hugetlb copy if it flushed the TLB and allocated nothing from the page
+///   allocator (hugetlb copies come from a pool; a THP split flushes too, and
+///   then its 4 KiB copy allocates);
+/// - a file copy if it was a not-present write that allocated a page and
+///   mapped it as anonymous (`MM_ANONPAGES`) without a swap-in: the private
+///   copy of a page-cache page (`do_cow_fault`).
 #[inline(always)]
 pub fn settle(stats: *mut ProcStats, pending: *mut Pending) {
     let order = cfg!(huge_order);
@@ -94,6 +105,12 @@ pub fn settle(stats: *mut ProcStats, pending: *mut Pending) {
             (*pending).flushed = 0;
             (*pending).address = 0;
             record_copy(stats, order);
+        }
+        if (*pending).kind == NOT_PRESENT && (*pending).copied != 0 {
+            if (*pending).anon != 0 && (*pending).swap == 0 {
+                add(&raw mut (*stats).file_copies, 1);
+            }
+            (*pending).copied = 0;
         }
     }
 }

@@ -22,6 +22,10 @@ static CONFIG: Config = Config {
     mm_hugetlb_usage: 0,
     huge_order: 9,
     tlb_local_mm_shootdown: 3,
+    mm_filepages: 0,
+    mm_anonpages: 1,
+    mm_swapents: 2,
+    mm_shmempages: 3,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding

@@ -33,6 +33,7 @@ mod fork;
 mod kernel;
 mod maps;
 mod probe;
+mod rss;
 mod task_storage;
 mod tlb;
 

@@ -51,7 +51,24 @@ pub struct Pending {
     /// The fault flushed a TLB entry before any allocation: a hugetlb copy,
     /// unless a 4 KiB copy (after a THP split) still allocates.
     pub flushed: u32,
+    /// [`WRITE_PROTECT`] or [`NOT_PRESENT`]: which write fault this is.
+    pub kind: u32,
+    /// Page order + 1 of the copy this fault made (write-protect) or of the
+    /// page it allocated (not present); 0 for none yet.
+    pub copied: u32,
+    /// The target the write-protect copy was charged to (0: none), so it can
+    /// be taken back when the copied page turns out to be page cache.
+    pub charged: u64,
+    /// Not-present write: the fault moved `MM_ANONPAGES` / `MM_SWAPENTS`.
+    pub anon: u32,
+    pub swap: u32,
 }
+
+/// A write to a present page: a COW candidate.
+pub const WRITE_PROTECT: u32 = 1;
+/// A write to a page not mapped yet: in a private file mapping, a copy of
+/// the page-cache page (`do_cow_fault`).
+pub const NOT_PRESENT: u32 = 2;
 
 /// Health counters, indexed by `snapshot_common::counter`.
 #[map]
@@ -119,7 +136,7 @@ pub fn new_proc(tgid: u32, ppid: u32) -> Option<*mut ProcStats> {
 /// Counts one copied page of `1 << order` base pages and charges it to the
 /// fork its address space currently charges (`ProcStats::target`).
 #[inline(always)]
-pub fn record_copy(stats: *mut ProcStats, order: u32) {
+pub fn record_copy(stats: *mut ProcStats, order: u32) -> u64 {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
     unsafe {
@@ -127,8 +144,31 @@ pub fn record_copy(stats: *mut ProcStats, order: u32) {
         add(&raw mut (*stats).cow_bytes, bytes);
         add(&raw mut (*stats).copies_by_order[slot], 1);
     }
-    if !charge_fork(target(stats), bytes) {
-        count(counter::UNATTRIBUTED);
+    let target = target(stats);
+    if charge_fork(target, bytes, 1) {
+        return target;
+    }
+    count(counter::UNATTRIBUTED);
+    0
+}
+
+/// Takes back a copy counted by [`record_copy`] (charged to `charged`):
+/// the page copied was page cache, which a private file mapping copies with
+/// or without a fork. It is a file copy instead.
+#[inline(always)]
+pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
+    let bytes = 1u64 << (cfg!(page_shift) + order);
+    let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
+    unsafe {
+        add(&raw mut (*stats).cow_copies, u64::MAX);
+        add(&raw mut (*stats).cow_bytes, bytes.wrapping_neg());
+        add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
+        add(&raw mut (*stats).file_copies, 1);
+    }
+    if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
+        if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {
+            add(p, u64::MAX);
+        }
     }
 }
 
@@ -144,7 +184,7 @@ pub fn target(stats: *const ProcStats) -> u64 {
 }
 
 #[inline(always)]
-fn charge_fork(target: u64, bytes: u64) -> bool {
+fn charge_fork(target: u64, bytes: u64, copies: u64) -> bool {
     if target == 0 {
         return false;
     }
@@ -154,10 +194,10 @@ fn charge_fork(target: u64, bytes: u64) -> bool {
             return false; // ended on another CPU a moment ago
         }
         if target & CHILD_ROLE != 0 {
-            add(&raw mut (*f).child_copies, 1);
+            add(&raw mut (*f).child_copies, copies);
             add(&raw mut (*f).child_bytes, bytes);
         } else {
-            add(&raw mut (*f).parent_copies, 1);
+            add(&raw mut (*f).parent_copies, copies);
             add(&raw mut (*f).parent_bytes, bytes);
         }
     }

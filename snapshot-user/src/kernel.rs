@@ -21,12 +21,14 @@ pub const PROBES: &[(&str, &str, &str)] = &[
     ("sched_process_exec", "exec.rs", "sched tracepoint"),
     ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
     ("tlb_flush", "tlb.rs", "x86 tlb tracepoint: a hugetlb write fault that copies flushes"),
+    ("rss_stat", "rss.rs", "kmem tracepoint: a copy of a page-cache page moves it from the file counters"),
 ];
 
 /// Reads the running kernel's BTF and fills in the offsets the programs need.
 pub fn config() -> Result<Config> {
     let btf = Btf::from_file(VMLINUX_BTF)
         .with_context(|| format!("cannot read kernel BTF at {VMLINUX_BTF} (needs CONFIG_DEBUG_INFO_BTF)"))?;
+    let counter = |name: &str| enum_value(&btf, name).with_context(|| format!("kernel BTF: no mm counter {name}"));
     let off = |s: &str, f: &str| field_offset(&btf, s, f).with_context(|| format!("kernel BTF: {s}.{f}"));
     Ok(Config {
         exit_has_group_dead: u32::from(tracepoint_args(&btf, "sched_process_exit")? >= 2),
@@ -43,6 +45,10 @@ pub fn config() -> Result<Config> {
         huge_order: huge_order()?,
         tlb_local_mm_shootdown: enum_value(&btf, "TLB_LOCAL_MM_SHOOTDOWN")
             .context("kernel BTF: enum tlb_flush_reason has no TLB_LOCAL_MM_SHOOTDOWN")?,
+        mm_filepages: counter("MM_FILEPAGES")?,
+        mm_anonpages: counter("MM_ANONPAGES")?,
+        mm_swapents: counter("MM_SWAPENTS")?,
+        mm_shmempages: counter("MM_SHMEMPAGES")?,
         ..Config::default()
     })
 }

@@ -17,6 +17,9 @@ pub struct Process {
     /// Pages the kernel copied because another process still shared them.
     pub cow_copies: u64,
     pub cow_bytes: u64,
+    /// Copies of page-cache pages in private file mappings: made with or
+    /// without a fork, so not in `cow_copies` and charged to no fork.
+    pub file_copies: u64,
     /// Write-protect faults that copied nothing (the page was no longer shared).
     pub wp_reuse: u64,
     /// Write faults on present pages (copies + reuses + zero fills).
@@ -150,6 +153,7 @@ fn process(s: &ProcStats, exited: bool) -> Process {
         comm: comm_string(&s.comm),
         cow_copies: s.cow_copies,
         cow_bytes: s.cow_bytes,
+        file_copies: s.file_copies,
         wp_reuse: s.wp_faults.saturating_sub(s.cow_copies + s.zero_fills),
         wp_faults: s.wp_faults,
         zero_fills: s.zero_fills,

@@ -94,6 +94,12 @@ impl Run {
             } else if let Some(reason) = t["end_reason"].as_str() {
                 let fork = self.fork(&t["parent"], &t["child"]);
                 assert_eq!(fork["end_reason"], reason, "fork {t}\n{:#}", self.report);
+            } else if let Some(truth) = t["file_copies"].as_u64() {
+                let p = self.process(&t["pid"]);
+                let traced = p["file_copies"].as_u64().unwrap();
+                assert!(close(traced, truth), "file copies in process {t}: traced {traced}\n{p:#}");
+                let cow = p["cow_copies"].as_u64().unwrap();
+                assert!(cow < SLACK, "file copies counted as COW copies too: {p:#}");
             } else {
                 let traced = self.process(&t["pid"])["cow_copies"].as_u64().unwrap();
                 let truth = t["copied"].as_u64().unwrap();
@@ -103,7 +109,7 @@ impl Run {
     }
 
     fn truth_copies(&self) -> u64 {
-        self.truth.iter().filter_map(|t| t["copied"].as_u64()).sum()
+        self.truth.iter().filter_map(|t| t["copied"].as_u64().or(t["file_copies"].as_u64())).sum()
     }
 }
 
@@ -258,6 +264,10 @@ fn sixty_four_live_children() {
 fn a_thread_writing_during_the_fork() {
     if let Some(run) = case("thread_during_fork", 4096, true) {
         assert_eq!(run.report["forks"].as_array().unwrap().len(), 1, "threads are not forks: {:#}", run.report);
+        // The faults that populated the region came before the thread: a
+        // thread start must not reset the process's counters.
+        let parent = run.process(&run.truth[0]["parent"]);
+        assert!(parent["faults"].as_u64().unwrap() >= 2 * 4096, "{parent:#}");
     }
 }
 
@@ -341,4 +351,24 @@ fn all_traces_a_process_already_running() {
     let run = trace_running(&["--all"], "truth-all");
     assert!(run.truth_copies() > 0);
     run.check();
+}
+
+#[test]
+fn private_file_pages_written_after_a_read_are_file_copies() {
+    case("file_present", 4096, true);
+}
+
+#[test]
+fn private_file_pages_written_unmapped_are_file_copies() {
+    case("file_not_present", 4096, true);
+}
+
+#[test]
+fn memfd_pages_written_after_a_read_are_file_copies() {
+    case("memfd_present", 4096, true);
+}
+
+#[test]
+fn memfd_pages_written_unmapped_are_file_copies() {
+    case("memfd_not_present", 4096, true);
 }

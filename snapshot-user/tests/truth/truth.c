@@ -5,6 +5,7 @@
  *   {"parent":P,"child":C,"side":"parent"|"child","copied":N}
  *     N copies made in the fork P->C's parent (or child) while it shared
  *   {"pid":P,"copied":N}        N copies made in process P, charged to no fork
+ *   {"pid":P,"file_copies":N}   N page-cache pages copied by P's private file mapping
  *   {"parent":P,"child":C,"end_reason":"..."}  how that fork's sharing ends
  * Usage: truth CASE OUT [PAGES]. Needs root (pagemap frame numbers). With
  * TRUTH_GATE=PATH it waits for PATH to exist before it starts. */
@@ -31,6 +32,7 @@ extern char **environ;
 static long page;
 static int npages = 4096;
 static int out_fd = -1;
+static const char *out_path;
 
 static void die(const char *what) {
 	fprintf(stderr, "truth: %s: %s\n", what, strerror(errno));
@@ -372,6 +374,63 @@ static void case_short_children(void) {
 	fork_copies(getpid(), a, "parent", write_and_count(p, npages));
 }
 
+/* Writes to a private mapping of `fd`'s pages copy them out of the page
+ * cache, fork or not. With `present`, the pages are read (mapped) first, so
+ * the writes are write-protect faults; else they are not-present faults.
+ * Truth: pages whose private frame differs from the page cache's frame. */
+static void file_case(int fd, int present) {
+	size_t len = (size_t)npages * page;
+	char *data = calloc(1, page);
+	for (int i = 0; i < npages; i++)
+		if (pwrite(fd, data, page, (off_t)i * page) != page)
+			die("filling the file");
+	fsync(fd);
+	char *cache = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	char *priv = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (cache == MAP_FAILED || priv == MAP_FAILED)
+		die("mmap the file");
+	volatile char sum = 0;
+	for (int i = 0; i < npages; i++) {
+		sum += cache[i * page];
+		if (present)
+			sum += priv[i * page];
+	}
+	pid_t a = holder();
+	uint64_t *before = frames(cache, npages);
+	touch(priv, npages);
+	uint64_t *after = frames(priv, npages);
+	long copied = 0;
+	for (int i = 0; i < npages; i++)
+		copied += after[i] && before[i] && after[i] != before[i];
+	emit("{\"pid\":%d,\"file_copies\":%ld}", getpid(), copied);
+	fork_copies(getpid(), a, "parent", 0);
+}
+
+/* A file in the truth file's directory (the test's private one). */
+static int disk_file(void) {
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", out_path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = 0;
+	int fd = open(slash ? dir : ".", O_TMPFILE | O_RDWR, 0600);
+	if (fd < 0)
+		die("O_TMPFILE in the truth file's directory");
+	return fd;
+}
+
+static int memfd(void) {
+	int fd = memfd_create("truth", 0);
+	if (fd < 0)
+		die("memfd_create");
+	return fd;
+}
+
+static void case_file_present(void) { file_case(disk_file(), 1); }
+static void case_file_not_present(void) { file_case(disk_file(), 0); }
+static void case_memfd_present(void) { file_case(memfd(), 1); }
+static void case_memfd_not_present(void) { file_case(memfd(), 0); }
+
 /* --- io_uring through raw syscalls --- */
 struct ring {
 	int fd;
@@ -582,6 +641,10 @@ static const struct {
 	{"iouring_sqpoll", case_iouring_sqpoll},
 	{"iouring_reuse", case_iouring_reuse},
 	{"hugetlb_child_first", case_hugetlb_child_first},
+	{"file_present", case_file_present},
+	{"file_not_present", case_file_not_present},
+	{"memfd_present", case_memfd_present},
+	{"memfd_not_present", case_memfd_not_present},
 	{"hugetlb_after_fork", case_hugetlb_after_fork},
 };
 
@@ -593,6 +656,7 @@ int main(int argc, char **argv) {
 	}
 	if (argc > 3)
 		npages = atoi(argv[3]);
+	out_path = argv[2];
 	out_fd = open(argv[2], O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (out_fd < 0)
 		die("opening the truth file");
