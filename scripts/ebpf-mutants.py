@@ -28,7 +28,7 @@ MUTANTS = [
     ("snapshot-ebpf/src/fault.rs", "        PF_WRITE => NOT_PRESENT,", "",
      ["written_unmapped_are_file_copies"], "fault: not-present writes not watched (file copies missed)"),
     ("snapshot-ebpf/src/fault.rs", "            if (*pending).anon != 0 && (*pending).swap == 0 {", "            if true {",
-     ["pages_dropped_then_written", "zero_page_fills", "a_sibling_that_exits"],
+     ["shared_memfd_pages_written_unmapped"],
      "settle: every not-present write that allocates taken for a file copy"),
     ("snapshot-ebpf/src/fork.rs", "    if c.mm == p.mm {", "    if false {",
      ["posix_spawn_is_not_a_fork", "vfork_child", "clone_vm_child"], "fork: vfork/posix_spawn children recorded as forks"),

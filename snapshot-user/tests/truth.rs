@@ -369,6 +369,11 @@ fn memfd_pages_written_after_a_read_are_file_copies() {
 }
 
 #[test]
+fn shared_memfd_pages_written_unmapped_are_not_copies() {
+    case("memfd_shared", 4096, false);
+}
+
+#[test]
 fn memfd_pages_written_unmapped_are_file_copies() {
     case("memfd_not_present", 4096, true);
 }

@@ -426,6 +426,21 @@ static int memfd(void) {
 	return fd;
 }
 
+/* A shared memfd mapping written where no page exists yet: the writes fill
+ * the page cache itself; nothing is copied. */
+static void case_memfd_shared(void) {
+	int fd = memfd();
+	if (ftruncate(fd, (off_t)npages * page))
+		die("ftruncate");
+	char *p = mmap(NULL, (size_t)npages * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		die("mmap the memfd");
+	pid_t a = holder();
+	touch(p, npages);
+	emit("{\"pid\":%d,\"file_copies\":0}", getpid());
+	fork_copies(getpid(), a, "parent", 0);
+}
+
 static void case_file_present(void) { file_case(disk_file(), 1); }
 static void case_file_not_present(void) { file_case(disk_file(), 0); }
 static void case_memfd_present(void) { file_case(memfd(), 1); }
@@ -645,6 +660,7 @@ static const struct {
 	{"file_not_present", case_file_not_present},
 	{"memfd_present", case_memfd_present},
 	{"memfd_not_present", case_memfd_not_present},
+	{"memfd_shared", case_memfd_shared},
 	{"hugetlb_after_fork", case_hugetlb_after_fork},
 };
 
