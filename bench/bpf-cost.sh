@@ -27,7 +27,7 @@ for round in $(seq "$ROUNDS"); do
     python3 - "$which" "$round" "$PAGES" "$TMP/progs.json" <<'PY'
 import json, sys
 which, rnd, pages, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-names = ("page_fault_user", "page_fault_kern", "mm_page_alloc", "sys_enter", "tlb_flush",
+names = ("page_fault_user", "page_fault_kern", "mm_page_alloc", "sys_enter", "tlb_flush", "rss_stat",
          "sched_process_f", "sched_process_e")
 rows, total = [], 0
 for p in json.load(open(path)):
