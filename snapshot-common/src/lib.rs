@@ -13,8 +13,18 @@ pub struct ProcStats {
     pub tgid: u32,
     pub ppid: u32,
     pub comm: [u8; 16],
-    /// Child tgid of the newest fork this process made: its key in `FORKS`.
-    pub newest_fork: u32,
+    /// Where a copy in this address space is charged: a fork id (its key in
+    /// `FORKS`) with [`CHILD_ROLE`] set when this process is that fork's child;
+    /// 0 when nothing is shared. Updated at fork, exit and exec, so the copy
+    /// path reads it in one lookup.
+    pub target: u64,
+    /// The fork that made this process (while this process holds its pages), or 0.
+    pub origin: u64,
+    /// The newest live fork this process made: head of its list of live forks.
+    pub newest_fork: u64,
+    /// For a `CLONE_VM` child (vfork, posix_spawn): the tgid whose address
+    /// space it uses, whose `target` its copies go to; else 0.
+    pub mm_owner: u32,
     pub _pad: u32,
     /// Every user-mode page fault.
     pub faults: u64,
@@ -24,10 +34,12 @@ pub struct ProcStats {
     pub cow_copies: u64,
     /// Sum of the copied pages' sizes.
     pub cow_bytes: u64,
+    /// Copies of page-cache pages in private file mappings: made with or
+    /// without a fork, so never charged to one and not in `cow_copies`.
+    pub file_copies: u64,
     /// Writes that replaced the shared zero page with a fresh zeroed page.
     pub zero_fills: u64,
-    /// Write faults in a process with hugetlb pages whose mapping could not be
-    /// looked up (mmap_lock busy).
+    /// Kept for the report's layout: always 0 since no mapping is looked up.
     pub vma_misses: u64,
     /// Copies by page order (see [`ORDERS`]).
     pub copies_by_order: [u64; ORDERS],
@@ -40,12 +52,16 @@ impl ProcStats {
             tgid,
             ppid,
             comm,
+            target: 0,
+            origin: 0,
             newest_fork: 0,
+            mm_owner: 0,
             _pad: 0,
             faults: 0,
             wp_faults: 0,
             cow_copies: 0,
             cow_bytes: 0,
+            file_copies: 0,
             zero_fills: 0,
             vma_misses: 0,
             copies_by_order: [0; ORDERS],
@@ -53,7 +69,12 @@ impl ProcStats {
     }
 }
 
-/// One fork of a traced process, kept in `FORKS` under the child's tgid.
+/// Set in [`ProcStats::target`] when the process is the fork's child. Fork
+/// ids (their `start_ns`, made even) never have it.
+pub const CHILD_ROLE: u64 = 1;
+
+/// One fork of a traced process, kept in `FORKS` under its id (its start time,
+/// made even and unique) while any process still holds the pages it shared.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ForkRecord {
@@ -67,9 +88,18 @@ pub struct ForkRecord {
     pub child_copies: u64,
     pub parent_bytes: u64,
     pub child_bytes: u64,
-    /// The parent's newest fork before this one (its child tgid), or 0.
-    pub prev: u32,
+    /// The parent's next older and next newer live forks (ids), or 0.
+    pub older: u64,
+    pub newer: u64,
+    /// The fork that made the parent, when the parent still held its pages:
+    /// this fork's child holds those pages too.
+    pub up: u64,
+    /// Live processes holding this fork's pages: its child while it neither
+    /// exited nor exec'd, plus one per fork of the child whose holders are not
+    /// all gone. The sharing ends when this reaches 0 (or the parent leaves).
+    pub holders: u64,
     pub end_reason: u32,
+    pub _pad: u32,
 }
 
 /// Why a fork's sharing ended.
@@ -102,15 +132,20 @@ pub struct Config {
     pub gfp_noretry: u32,
     pub task_tgid: u32,
     pub task_mm: u32,
+    /// `task_struct.min_flt`; `maj_flt` follows it.
+    pub task_min_flt: u32,
     /// 0 when the kernel has no hugetlb.
     pub mm_hugetlb_usage: u32,
-    pub vma_flags: u32,
-    pub vma_file: u32,
-    pub file_inode: u32,
-    pub inode_sb: u32,
-    pub sb_fs_info: u32,
-    pub hugetlbfs_sb_hstate: u32,
-    pub hstate_order: u32,
+    /// Page order of the default hugetlb page size (9: 2 MiB).
+    pub huge_order: u32,
+    /// `TLB_LOCAL_MM_SHOOTDOWN` of `enum tlb_flush_reason`.
+    pub tlb_local_mm_shootdown: u32,
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SWAPENTS`, `MM_SHMEMPAGES` of the
+    /// mm counters `rss_stat` reports.
+    pub mm_filepages: u32,
+    pub mm_anonpages: u32,
+    pub mm_swapents: u32,
+    pub mm_shmempages: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::cfg,
-    maps::{PENDING, PROCS, add, record_copy},
+    kernel::{cfg, finished_faults},
+    maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy},
 };
 
 /// `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
@@ -27,25 +27,50 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_alloc(page: u64, order: u64, gfp: u64) {
     let Some(pending) = PENDING.current(false) else { return };
-    if unsafe { *pending } == 0 || page == 0 {
+    if unsafe { (*pending).address } == 0 || page == 0 {
         return;
     }
     // A user page is highmem + movable (GFP_HIGHUSER_MOVABLE); slab pages and
     // page tables the fault may also allocate are neither. Page-cache pages
     // for write() (__GFP_WRITE) and readahead (__GFP_NORETRY), which a
-    // syscall may allocate after a kernel-mode fault, are never the copy.
+    // syscall may allocate after a kernel-mode fault, are never the copy
+    // (the fault count below tells that too; this test is cheaper).
     let user = (1u64 << cfg!(gfp_highmem)) | (1u64 << cfg!(gfp_movable));
     let page_cache = (1u64 << cfg!(gfp_write)) | (1u64 << cfg!(gfp_noretry));
     if gfp & user != user || gfp & page_cache != 0 {
         return;
     }
-    unsafe { *pending = 0 };
+    let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;
+    unsafe {
+        let done = finished_faults() != (*pending).faults;
+        (*pending).address = 0;
+        (*pending).flushed = 0;
+        if done {
+            return; // the marked fault is over: this page is not its copy
+        }
+        if (*pending).kind == NOT_PRESENT {
+            // The first page a not-present write allocates: a fresh zeroed
+            // page, a swap-in, or the copy of a file page (`rss_stat` and
+            // `settle` tell which once the fault is over).
+            if !zero && order == 0 {
+                (*pending).copied = 1;
+                (*pending).anon = 0;
+                (*pending).swap = 0;
+            }
+            return;
+        }
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
-    if gfp & (1u64 << cfg!(gfp_zero)) != 0 {
+    if zero {
         // The write replaced the shared zero page: a fill, not a copy.
         unsafe { add(&raw mut (*stats).zero_fills, 1) };
         return;
     }
-    record_copy(tgid, stats, order as u32);
+    let charged = record_copy(stats, order as u32);
+    // Kept until the fault is over: `rss_stat` may show the page was page cache.
+    unsafe {
+        (*pending).copied = order as u32 + 1;
+        (*pending).charged = charged;
+    }
 }

@@ -8,7 +8,7 @@ use snapshot_common::end_reason;
 
 use crate::{
     kernel::cfg,
-    maps::{PROCS, end_fork, end_forks_of, new_proc},
+    maps::{PROCS, leave, new_proc},
 };
 
 /// `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, in `p`.
@@ -37,9 +37,12 @@ fn on_exec() {
         }
         None => return,
     };
-    unsafe { (*stats).comm = comm };
-    // The old address space is gone: the parent no longer shares with this
-    // process, nor this process with its children.
-    end_fork(tgid, end_reason::CHILD_EXEC);
-    end_forks_of(tgid, stats, end_reason::PARENT_EXEC);
+    unsafe {
+        (*stats).comm = comm;
+        // A CLONE_VM child now has an address space of its own.
+        (*stats).mm_owner = 0;
+    }
+    // The old address space is gone: this process no longer holds its
+    // parent's pages, nor shares with its children.
+    leave(stats, end_reason::PARENT_EXEC, end_reason::CHILD_EXEC);
 }

@@ -8,7 +8,8 @@ use snapshot_common::end_reason;
 
 use crate::{
     kernel::cfg,
-    maps::{FORKS, PROCS, end_fork, end_forks_of, send_proc},
+    fault::settle,
+    maps::{PENDING, PROCS, leave, send_proc},
 };
 
 /// `(struct task_struct *p, bool group_dead)`; before Linux 6.16 only `p`.
@@ -33,6 +34,10 @@ fn on_exit(group_dead: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
+    // The thread's last fault may have been a hugetlb copy.
+    if let Some(pending) = PENDING.current(false) {
+        settle(stats, pending);
+    }
     // Without the argument, the leader's exit stands for the process's.
     let last = match group_dead {
         2 => pid_tgid as u32 == tgid,
@@ -41,9 +46,7 @@ fn on_exit(group_dead: u64) {
     if !last {
         return;
     }
-    end_fork(tgid, end_reason::CHILD_EXIT);
-    end_forks_of(tgid, stats, end_reason::PARENT_EXIT);
-    let _ = FORKS.remove(tgid);
+    leave(stats, end_reason::PARENT_EXIT, end_reason::CHILD_EXIT);
     if send_proc(stats) {
         let _ = PROCS.remove(tgid);
     }

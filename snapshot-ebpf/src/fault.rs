@@ -1,10 +1,6 @@
 //! `exceptions:page_fault_user` (x86): every user page fault, at its entry.
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, generated::bpf_find_vma,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -12,8 +8,8 @@ use aya_ebpf::{
 use snapshot_common::ProcStats;
 
 use crate::{
-    kernel::{cfg, read},
-    maps::{PENDING, add, count, live_fork, proc_stats, record_copy},
+    kernel::{cfg, finished_faults, read},
+    maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats, record_copy},
 };
 
 /// x86 page fault error code: the page was present (a protection fault) ...
@@ -23,8 +19,6 @@ const PF_WRITE: u64 = 1 << 1;
 /// x86-64 user addresses lie below the canonical-address hole (57-bit with
 /// 5-level paging: this bound covers both).
 const USER_END: u64 = 1 << 56;
-/// `vm_flags` bit, unchanged since Linux 2.6.
-const VM_HUGETLB: u64 = 0x0040_0000;
 
 /// `(unsigned long address, struct pt_regs *regs, unsigned long error_code)`
 #[btf_tracepoint(function = "page_fault_user")]
@@ -66,28 +60,63 @@ fn on_fault(address: u64, error_code: u64) {
     let tgid = (pid_tgid >> 32) as u32;
     let Some(stats) = proc_stats(tgid) else { return };
     unsafe { add(&raw mut (*stats).faults, 1) };
-    if error_code & (PF_PROT | PF_WRITE) != PF_PROT | PF_WRITE {
-        // Any fault ends the mark of the one before: the page a swap-in or
-        // a file read allocates now is not that fault's copy.
-        if let Some(pending) = PENDING.current(false) {
-            unsafe { *pending = 0 };
+    // Other faults need not end an earlier mark (the kernel counted that
+    // fault as finished, which `mm_page_alloc` checks), only settle it.
+    let kind = match error_code & (PF_PROT | PF_WRITE) {
+        k if k == PF_PROT | PF_WRITE => WRITE_PROTECT,
+        PF_WRITE => NOT_PRESENT,
+        _ => {
+            if let Some(pending) = PENDING.current(false) {
+                settle(stats, pending);
+            }
+            return;
         }
-        return;
-    }
-    unsafe { add(&raw mut (*stats).wp_faults, 1) };
-    if maps_hugetlb() && hugetlb_fault(tgid, stats, address) {
-        return;
+    };
+    if kind == WRITE_PROTECT {
+        unsafe { add(&raw mut (*stats).wp_faults, 1) };
     }
     // Replaces the mark of an earlier fault that reused its page.
-    match PENDING.current(true) {
-        Some(pending) => unsafe { *pending = address },
-        None => count(snapshot_common::counter::PENDING_FULL),
+    let Some(pending) = PENDING.current(true) else {
+        count(snapshot_common::counter::PENDING_FULL);
+        return;
+    };
+    settle(stats, pending);
+    unsafe {
+        (*pending).address = address;
+        (*pending).faults = finished_faults();
+        (*pending).kind = kind;
+        (*pending).copied = 0;
+        (*pending).hugetlb = u32::from(kind == WRITE_PROTECT && maps_hugetlb());
+    }
+}
+
+/// Counts what the thread's previous fault was, once it is over:
+/// - a hugetlb copy if it flushed the TLB and allocated nothing from the page
+///   allocator (hugetlb copies come from a pool; a THP split flushes too, and
+///   then its 4 KiB copy allocates);
+/// - a file copy if it was a not-present write that allocated a page and
+///   mapped it as anonymous (`MM_ANONPAGES`) without a swap-in: the private
+///   copy of a page-cache page (`do_cow_fault`).
+#[inline(always)]
+pub fn settle(stats: *mut ProcStats, pending: *mut Pending) {
+    let order = cfg!(huge_order);
+    unsafe {
+        if (*pending).flushed != 0 {
+            (*pending).flushed = 0;
+            (*pending).address = 0;
+            record_copy(stats, order);
+        }
+        if (*pending).kind == NOT_PRESENT && (*pending).copied != 0 {
+            if (*pending).anon != 0 && (*pending).swap == 0 {
+                add(&raw mut (*stats).file_copies, 1);
+            }
+            (*pending).copied = 0;
+        }
     }
 }
 
 /// Does the current process map any hugetlb page (`mm->hugetlb_usage`)?
-/// Only then is the VMA looked up: `bpf_find_vma` costs a tree walk and an
-/// mmap_lock trylock on every write fault, and other copies need no VMA.
+/// Only then can a write fault copy without allocating.
 #[inline(always)]
 fn maps_hugetlb() -> bool {
     let offset = cfg!(mm_hugetlb_usage);
@@ -97,68 +126,4 @@ fn maps_hugetlb() -> bool {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let Some(mm) = read::<*const u8>(task, cfg!(task_mm)) else { return false };
     read::<i64>(mm, offset).is_some_and(|pages| pages > 0)
-}
-
-/// Handles a write fault in a hugetlb mapping; false for other mappings.
-#[inline(always)]
-fn hugetlb_fault(tgid: u32, stats: *mut ProcStats, address: u64) -> bool {
-    let mut vma = Vma::default();
-    let found = unsafe {
-        bpf_find_vma(
-            bpf_get_current_task_btf(),
-            address,
-            read_vma as *mut c_void,
-            &raw mut vma as *mut c_void,
-            0,
-        )
-    } == 0;
-    if !found {
-        // mmap_lock was busy: left to the allocation check, which sees no hugetlb copy.
-        unsafe { add(&raw mut (*stats).vma_misses, 1) };
-        return false;
-    }
-    if vma.flags & VM_HUGETLB == 0 {
-        return false;
-    }
-    // Pool pages: no allocation to observe. The kernel copies unless it is
-    // the only mapper, i.e. unless no fork relative shares the page.
-    if live_fork(tgid, stats).is_some() {
-        record_copy(tgid, stats, vma.huge_order);
-    }
-    true
-}
-
-#[derive(Default)]
-#[repr(C)]
-struct Vma {
-    flags: u64,
-    /// Page order of a hugetlb mapping (its hstate's order).
-    huge_order: u32,
-}
-
-/// `bpf_find_vma` callback: copies what the fault needs out of the VMA.
-extern "C" fn read_vma(_task: *mut c_void, vma: *mut c_void, out: *mut Vma) -> i64 {
-    let vma = vma as *const u8;
-    let flags: u64 = read(vma, cfg!(vma_flags)).unwrap_or(0);
-    let huge_order = if flags & VM_HUGETLB != 0 { hugetlb_order(vma) } else { 0 };
-    unsafe {
-        (*out).flags = flags;
-        (*out).huge_order = huge_order;
-    }
-    0
-}
-
-/// vma->vm_file->f_inode->i_sb->s_fs_info (hugetlbfs_sb_info)->hstate->order.
-#[inline(always)]
-fn hugetlb_order(vma: *const u8) -> u32 {
-    let order = || -> Option<u32> {
-        let file: *const u8 = read(vma, cfg!(vma_file))?;
-        let inode: *const u8 = read(file, cfg!(file_inode))?;
-        let sb: *const u8 = read(inode, cfg!(inode_sb))?;
-        let info: *const u8 = read(sb, cfg!(sb_fs_info))?;
-        let hstate: *const u8 = read(info, cfg!(hugetlbfs_sb_hstate))?;
-        read(hstate, cfg!(hstate_order))
-    };
-    // Unknown: assume the x86-64 default huge page, 2 MiB (order 9).
-    order().unwrap_or(9)
 }

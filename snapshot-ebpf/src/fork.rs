@@ -1,14 +1,12 @@
 //! `sched:sched_process_fork`: a traced process made a new process or thread.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
-use snapshot_common::{ForkRecord, counter};
 
 use crate::{
     kernel::task,
-    maps::{FORKS, count, new_proc, proc_stats},
+    maps::{new_proc, proc_stats, start_fork},
 };
 
 /// `(struct task_struct *parent, struct task_struct *child)`, in the parent.
@@ -32,29 +30,18 @@ fn on_fork(parent: *const u8, child: *const u8) {
         return;
     }
     let Some(pstats) = proc_stats(p.tgid) else { return };
-    if new_proc(c.tgid, p.tgid).is_none() {
-        return;
-    }
+    let Some(cstats) = new_proc(c.tgid, p.tgid) else { return };
     // CLONE_VM without CLONE_THREAD (vfork, posix_spawn) shares the address
-    // space itself: nothing is copied on write.
+    // space itself: its copies are charged like those of the process whose
+    // address space it is.
     if c.mm == p.mm {
+        let owner = unsafe { (*pstats).mm_owner };
+        unsafe { (*cstats).mm_owner = if owner != 0 { owner } else { p.tgid } };
         return;
     }
-    let record = ForkRecord {
-        parent: p.tgid,
-        child: c.tgid,
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        end_ns: 0,
-        parent_copies: 0,
-        child_copies: 0,
-        parent_bytes: 0,
-        child_bytes: 0,
-        prev: unsafe { (*pstats).newest_fork },
-        end_reason: 0,
-    };
-    if FORKS.insert(c.tgid, record, 0).is_err() {
-        count(counter::FORKS_FULL);
-        return;
+    let Some(target) = start_fork(p.tgid, pstats, c.tgid) else { return };
+    unsafe {
+        (*cstats).origin = target & !snapshot_common::CHILD_ROLE;
+        (*cstats).target = target;
     }
-    unsafe { (*pstats).newest_fork = c.tgid };
 }

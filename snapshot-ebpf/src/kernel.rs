@@ -18,14 +18,14 @@ static CONFIG: Config = Config {
     gfp_noretry: 0,
     task_tgid: 0,
     task_mm: 0,
+    task_min_flt: 0,
     mm_hugetlb_usage: 0,
-    vma_flags: 0,
-    vma_file: 0,
-    file_inode: 0,
-    inode_sb: 0,
-    sb_fs_info: 0,
-    hugetlbfs_sb_hstate: 0,
-    hstate_order: 0,
+    huge_order: 9,
+    tlb_local_mm_shootdown: 3,
+    mm_filepages: 0,
+    mm_anonpages: 1,
+    mm_swapents: 2,
+    mm_shmempages: 3,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding
@@ -61,4 +61,13 @@ pub fn task(task: *const u8) -> Option<Task> {
         tgid: read(task, cfg!(task_tgid))?,
         mm: read(task, cfg!(task_mm))?,
     })
+}
+
+/// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
+/// bumps at the end of each fault it handled (`mm_account_fault`).
+#[inline(always)]
+pub fn finished_faults() -> u64 {
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    // maj_flt follows min_flt (the loader checks).
+    read::<[u64; 2]>(task, cfg!(task_min_flt)).map_or(0, |[min, maj]| min.wrapping_add(maj))
 }

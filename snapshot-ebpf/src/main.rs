@@ -10,15 +10,19 @@
 //!   allocates the new page from the page allocator inside that fault, which
 //!   fires `mm_page_alloc` on the same thread with user-page gfp flags. So a
 //!   copy is a pending write fault followed by such an allocation.
-//! - The pending mark ends at the thread's next fault or syscall, so a page a
-//!   later syscall allocates is not taken for a copy. Kernel-mode faults on
+//! - The pending mark ends with its fault: it keeps the thread's count of
+//!   finished faults, which the kernel bumps when a fault is done, so a page
+//!   allocated after the fault is never taken for its copy. Kernel-mode faults on
 //!   user addresses (`page_fault_kernel`: copy_to_user into a shared buffer)
 //!   copy too, and are watched like user ones.
-//! - hugetlb pages come from a pool, not the page allocator: a write fault in a
-//!   `VM_HUGETLB` mapping copies while a fork relative still shares it.
+//! - hugetlb pages come from a pool, not the page allocator: a write fault in
+//!   a process that maps hugetlb pages copies when it flushes the TLB
+//!   (`tlb_flush`) and allocates nothing; it is counted when the fault is over.
+//! - Each copy is charged to one fork, kept in the process record
+//!   (`ProcStats::target`) and moved at fork, exit and exec.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
+#![feature(core_intrinsics, asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod alloc;
@@ -29,8 +33,9 @@ mod fork;
 mod kernel;
 mod maps;
 mod probe;
-mod syscall;
+mod rss;
 mod task_storage;
+mod tlb;
 
 #[cfg(not(test))]
 #[panic_handler]

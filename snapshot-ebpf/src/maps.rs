@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, RingBuf},
 };
-use snapshot_common::{Event, ForkRecord, ORDERS, ProcStats, counter, event_kind};
+use snapshot_common::{CHILD_ROLE, Event, ForkRecord, ORDERS, ProcStats, counter, end_reason, event_kind};
 
 use crate::{kernel::cfg, task_storage::TaskStorage};
 
@@ -16,16 +16,59 @@ use crate::{kernel::cfg, task_storage::TaskStorage};
 #[map]
 pub static PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(32768, 0);
 
-/// Forks of traced processes, by child tgid; removed when the child exits.
+/// Forks of traced processes, by fork id; removed when no process holds
+/// their pages any more.
 #[map]
-pub static FORKS: HashMap<u32, ForkRecord> = HashMap::with_max_entries(32768, 0);
+pub static FORKS: HashMap<u64, ForkRecord> = HashMap::with_max_entries(32768, 0);
 
-/// Per thread: the address of its write fault still waiting for a copy, or 0.
-/// Task storage, not a hash: `mm_page_alloc` and `sys_enter` check it on
-/// every allocation and syscall of the machine, and for a task that never
-/// faulted under tracing that check is one pointer test.
+/// Live forks of one process ended at once when it exits or execs; more are
+/// left to end when their children leave.
+const MAX_LIVE_FORKS: u32 = 256;
+/// Generations of forks without exec whose sharing ends at one exit.
+const MAX_DEPTH: u32 = 32;
+/// `bpf_map_update_elem` flag: fail if the key exists.
+const BPF_NOEXIST: u64 = 1;
+
+/// Per thread: its write fault still waiting for a copy. Task storage, not a
+/// hash: `mm_page_alloc` checks it on every allocation of the machine, and
+/// for a task that never faulted under tracing that check is one pointer test.
 #[btf_map]
-pub static PENDING: TaskStorage<u64> = TaskStorage::new();
+pub static PENDING: TaskStorage<Pending> = TaskStorage::new();
+
+/// A write fault that may copy a page.
+#[repr(C)]
+pub struct Pending {
+    /// The faulting address, or 0 when no fault is pending.
+    pub address: u64,
+    /// The thread's finished faults (`min_flt + maj_flt`) when this one
+    /// began: the kernel counts a fault when it is done, so a different
+    /// count at an allocation means the fault is over, on any kind of task
+    /// (io-wq workers and kernel threads on a user mm make no syscalls that
+    /// could end the mark).
+    pub faults: u64,
+    /// The process mapped hugetlb pages at the fault.
+    pub hugetlb: u32,
+    /// The fault flushed a TLB entry before any allocation: a hugetlb copy,
+    /// unless a 4 KiB copy (after a THP split) still allocates.
+    pub flushed: u32,
+    /// [`WRITE_PROTECT`] or [`NOT_PRESENT`]: which write fault this is.
+    pub kind: u32,
+    /// Page order + 1 of the copy this fault made (write-protect) or of the
+    /// page it allocated (not present); 0 for none yet.
+    pub copied: u32,
+    /// The target the write-protect copy was charged to (0: none), so it can
+    /// be taken back when the copied page turns out to be page cache.
+    pub charged: u64,
+    /// Not-present write: the fault moved `MM_ANONPAGES` / `MM_SWAPENTS`.
+    pub anon: u32,
+    pub swap: u32,
+}
+
+/// A write to a present page: a COW candidate.
+pub const WRITE_PROTECT: u32 = 1;
+/// A write to a page not mapped yet: in a private file mapping, a copy of
+/// the page-cache page (`do_cow_fault`).
+pub const NOT_PRESENT: u32 = 2;
 
 /// Health counters, indexed by `snapshot_common::counter`.
 #[map]
@@ -41,6 +84,23 @@ pub fn add(p: *mut u64, v: u64) {
     // has atomic add but no compare-and-swap, so core's AtomicU64 lacks
     // fetch_add: the intrinsic compiles to BPF_ATOMIC_ADD.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// Atomically takes one from `*p`, returning the value before: two holders
+/// leaving at once on two CPUs must see exactly one zero. The build targets
+/// the generic BPF CPU, where LLVM only emits atomic adds without a result;
+/// the kernel has the fetching form since 5.12, so it is written out.
+#[inline(always)]
+pub fn fetch_sub(p: *mut u64) -> u64 {
+    let mut v: u64 = u64::MAX;
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            p = in(reg) p,
+            v = inout(reg) v,
+        );
+    }
+    v
 }
 
 #[inline(always)]
@@ -74,9 +134,9 @@ pub fn new_proc(tgid: u32, ppid: u32) -> Option<*mut ProcStats> {
 }
 
 /// Counts one copied page of `1 << order` base pages and charges it to the
-/// newest live fork that shares it.
+/// fork its address space currently charges (`ProcStats::target`).
 #[inline(always)]
-pub fn record_copy(tgid: u32, stats: *mut ProcStats, order: u32) {
+pub fn record_copy(stats: *mut ProcStats, order: u32) -> u64 {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
     unsafe {
@@ -84,82 +144,230 @@ pub fn record_copy(tgid: u32, stats: *mut ProcStats, order: u32) {
         add(&raw mut (*stats).cow_bytes, bytes);
         add(&raw mut (*stats).copies_by_order[slot], 1);
     }
-    if !charge_fork(tgid, stats, bytes) {
-        count(counter::UNATTRIBUTED);
+    let target = target(stats);
+    if charge_fork(target, bytes, 1) {
+        return target;
     }
+    count(counter::UNATTRIBUTED);
+    0
 }
 
-/// The fork a copy belongs to: the process's own fork while it still shares
-/// with its parent (true: the copy is the child's), else the newest live fork
-/// it made (false: the parent's), else none.
+/// Takes back a copy counted by [`record_copy`] (charged to `charged`):
+/// the page copied was page cache, which a private file mapping copies with
+/// or without a fork. It is a file copy instead.
 #[inline(always)]
-pub fn live_fork(tgid: u32, stats: *mut ProcStats) -> Option<(*mut ForkRecord, bool)> {
-    if let Some(f) = FORKS.get_ptr_mut(tgid) {
-        if unsafe { (*f).end_ns } == 0 {
-            return Some((f, true));
-        }
-    }
-    let mut key = unsafe { (*stats).newest_fork };
-    for _ in 0..8 {
-        if key == 0 {
-            break;
-        }
-        let f = FORKS.get_ptr_mut(key)?;
-        unsafe {
-            if (*f).end_ns == 0 && (*f).parent == tgid {
-                return Some((f, false));
-            }
-            key = (*f).prev;
-        }
-    }
-    None
-}
-
-#[inline(always)]
-fn charge_fork(tgid: u32, stats: *mut ProcStats, bytes: u64) -> bool {
-    let Some((f, is_child)) = live_fork(tgid, stats) else { return false };
+pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
+    let bytes = 1u64 << (cfg!(page_shift) + order);
+    let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
     unsafe {
-        if is_child {
-            add(&raw mut (*f).child_copies, 1);
+        add(&raw mut (*stats).cow_copies, u64::MAX);
+        add(&raw mut (*stats).cow_bytes, bytes.wrapping_neg());
+        add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
+        add(&raw mut (*stats).file_copies, 1);
+    }
+    if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
+        if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {
+            add(p, u64::MAX);
+        }
+    }
+}
+
+/// The charge target of a process's address space: its own, or for a
+/// `CLONE_VM` child the one of the process whose address space it uses.
+#[inline(always)]
+pub fn target(stats: *const ProcStats) -> u64 {
+    let owner = unsafe { (*stats).mm_owner };
+    if owner == 0 {
+        return unsafe { (*stats).target };
+    }
+    PROCS.get_ptr(owner).map_or(0, |o| unsafe { (*o).target })
+}
+
+#[inline(always)]
+fn charge_fork(target: u64, bytes: u64, copies: u64) -> bool {
+    if target == 0 {
+        return false;
+    }
+    let Some(f) = FORKS.get_ptr_mut(target & !CHILD_ROLE) else { return false };
+    unsafe {
+        if (*f).end_ns != 0 {
+            return false; // ended on another CPU a moment ago
+        }
+        if target & CHILD_ROLE != 0 {
+            add(&raw mut (*f).child_copies, copies);
             add(&raw mut (*f).child_bytes, bytes);
         } else {
-            add(&raw mut (*f).parent_copies, 1);
+            add(&raw mut (*f).parent_copies, copies);
             add(&raw mut (*f).parent_bytes, bytes);
         }
     }
     true
 }
 
-/// Marks the fork of `child` ended and sends its final record.
+/// Records a fork of `parent` (counters `pstats`) whose child `child` got
+/// its own copy of the address space; returns the child's charge target.
 #[inline(always)]
-pub fn end_fork(child: u32, reason: u32) {
-    let Some(f) = FORKS.get_ptr_mut(child) else { return };
+pub fn start_fork(parent: u32, pstats: *mut ProcStats, child: u32) -> Option<u64> {
+    let start_ns = unsafe { bpf_ktime_get_ns() };
+    let up = unsafe { (*pstats).origin };
+    let older = unsafe { (*pstats).newest_fork };
+    let record = ForkRecord {
+        parent,
+        child,
+        start_ns,
+        end_ns: 0,
+        parent_copies: 0,
+        child_copies: 0,
+        parent_bytes: 0,
+        child_bytes: 0,
+        older,
+        newer: 0,
+        up,
+        holders: 1,
+        end_reason: end_reason::LIVE,
+        _pad: 0,
+    };
+    // The id is the start time made even (the odd bit is CHILD_ROLE); two
+    // forks in the same nanosecond on two CPUs take the next id.
+    let mut id = start_ns & !CHILD_ROLE;
+    if FORKS.insert(id, record, BPF_NOEXIST).is_err() {
+        id += 2;
+        if FORKS.insert(id, record, BPF_NOEXIST).is_err() {
+            count(counter::FORKS_FULL);
+            return None;
+        }
+    }
+    // The child holds the pages the parent got from its own fork too.
+    if up != 0 {
+        if let Some(u) = FORKS.get_ptr_mut(up) {
+            unsafe { add(&raw mut (*u).holders, 1) };
+        }
+    }
+    if older != 0 {
+        if let Some(o) = FORKS.get_ptr_mut(older) {
+            unsafe { (*o).newer = id };
+        }
+    }
+    unsafe {
+        (*pstats).newest_fork = id;
+        (*pstats).target = id;
+    }
+    Some(id | CHILD_ROLE)
+}
+
+/// A process stops holding the pages of the fork that made it (it exited or
+/// exec'd). A fork whose last holder left ends, and stops holding the fork
+/// above it, and so on up.
+#[inline(always)]
+pub fn release(origin: u64, reason: u32) {
+    let mut id = origin;
+    for _ in 0..MAX_DEPTH {
+        if id == 0 {
+            return;
+        }
+        let Some(f) = FORKS.get_ptr_mut(id) else { return };
+        let left = unsafe { fetch_sub(&raw mut (*f).holders) } - 1;
+        if left != 0 {
+            return;
+        }
+        end_fork(id, f, reason);
+        let up = unsafe { (*f).up };
+        let _ = FORKS.remove(id);
+        id = up;
+    }
+}
+
+/// Ends the sharing of fork `id`: unlinks it from its parent's live forks,
+/// moves the targets that pointed at it, sends its final record.
+#[inline(always)]
+fn end_fork(id: u64, f: *mut ForkRecord, reason: u32) {
     unsafe {
         if (*f).end_ns != 0 {
             return;
         }
         (*f).end_ns = bpf_ktime_get_ns();
         (*f).end_reason = reason;
+        if let Some(p) = PROCS.get_ptr_mut((*f).parent) {
+            if (*p).newest_fork != 0 {
+                unlink(p, id, f);
+            }
+        }
+        clear_child_target((*f).child, id);
     }
     send_fork(f);
 }
 
-/// Ends every live fork `parent` made (it exited or exec'd: its children
-/// are now the only owners of the pages they shared).
+/// The child's copies no longer go to fork `id`, if they did (its tgid may
+/// belong to a new process by now: the target tells).
 #[inline(always)]
-pub fn end_forks_of(parent: u32, stats: *mut ProcStats, reason: u32) {
-    let mut key = unsafe { (*stats).newest_fork };
-    for _ in 0..16 {
-        if key == 0 {
+fn clear_child_target(child: u32, id: u64) {
+    if let Some(c) = PROCS.get_ptr_mut(child) {
+        unsafe {
+            if (*c).target == id | CHILD_ROLE {
+                (*c).target = 0;
+            }
+        }
+    }
+}
+
+/// Takes fork `id` out of its parent's list of live forks; the parent's
+/// target becomes its newest live fork, else the fork that made it.
+#[inline(always)]
+fn unlink(p: *mut ProcStats, id: u64, f: *const ForkRecord) {
+    unsafe {
+        let (older, newer) = ((*f).older, (*f).newer);
+        if newer != 0 {
+            if let Some(n) = FORKS.get_ptr_mut(newer) {
+                (*n).older = older;
+            }
+        } else if (*p).newest_fork == id {
+            (*p).newest_fork = older;
+        }
+        if older != 0 {
+            if let Some(o) = FORKS.get_ptr_mut(older) {
+                (*o).newer = newer;
+            }
+        }
+        if (*p).target == id {
+            (*p).target = fallback_target(p);
+        }
+    }
+}
+
+/// The most recent live sharing event of a process's address space.
+#[inline(always)]
+fn fallback_target(p: *const ProcStats) -> u64 {
+    let (newest, origin) = unsafe { ((*p).newest_fork, (*p).origin) };
+    if newest != 0 {
+        return newest;
+    }
+    match FORKS.get_ptr(origin) {
+        Some(f) if origin != 0 && unsafe { (*f).end_ns } == 0 => origin | CHILD_ROLE,
+        _ => 0,
+    }
+}
+
+/// The process left its address space (exit or exec): every live fork it
+/// made ends at once, and it stops holding the pages of the fork that made it.
+#[inline(always)]
+pub fn leave(stats: *mut ProcStats, parent_reason: u32, child_reason: u32) {
+    let mut id = unsafe { (*stats).newest_fork };
+    unsafe {
+        (*stats).newest_fork = 0;
+        (*stats).target = 0;
+    }
+    for _ in 0..MAX_LIVE_FORKS {
+        if id == 0 {
             break;
         }
-        let Some(f) = FORKS.get_ptr(key) else { break };
-        let (owner, prev) = unsafe { ((*f).parent, (*f).prev) };
-        if owner == parent {
-            end_fork(key, reason);
-        }
-        key = prev;
+        let Some(f) = FORKS.get_ptr_mut(id) else { break };
+        let older = unsafe { (*f).older };
+        end_fork(id, f, parent_reason);
+        id = older;
     }
+    let origin = unsafe { (*stats).origin };
+    unsafe { (*stats).origin = 0 };
+    release(origin, child_reason);
 }
 
 fn send_fork(f: *const ForkRecord) {

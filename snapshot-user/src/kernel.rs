@@ -14,19 +14,21 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// tracepoint (tp_btf, Linux 5.5+) or, failing that, a raw tracepoint (4.17+);
 /// neither needs tracefs.
 pub const PROBES: &[(&str, &str, &str)] = &[
-    ("page_fault_user", "fault.rs", "x86 exceptions tracepoint; bpf_find_vma (5.17+) for hugetlb"),
+    ("page_fault_user", "fault.rs", "x86 exceptions tracepoint"),
     ("page_fault_kernel", "fault.rs", "x86 exceptions tracepoint (kernel-mode faults on user memory)"),
     ("mm_page_alloc", "alloc.rs", "kmem tracepoint"),
     ("sched_process_fork", "fork.rs", "sched tracepoint"),
     ("sched_process_exec", "exec.rs", "sched tracepoint"),
     ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
-    ("sys_enter", "syscall.rs", "raw_syscalls tracepoint: ends a pending write fault"),
+    ("tlb_flush", "tlb.rs", "x86 tlb tracepoint: a hugetlb write fault that copies flushes"),
+    ("rss_stat", "rss.rs", "kmem tracepoint: a copy of a page-cache page moves it from the file counters"),
 ];
 
 /// Reads the running kernel's BTF and fills in the offsets the programs need.
 pub fn config() -> Result<Config> {
     let btf = Btf::from_file(VMLINUX_BTF)
         .with_context(|| format!("cannot read kernel BTF at {VMLINUX_BTF} (needs CONFIG_DEBUG_INFO_BTF)"))?;
+    let counter = |name: &str| enum_value(&btf, name).with_context(|| format!("kernel BTF: no mm counter {name}"));
     let off = |s: &str, f: &str| field_offset(&btf, s, f).with_context(|| format!("kernel BTF: {s}.{f}"));
     Ok(Config {
         exit_has_group_dead: u32::from(tracepoint_args(&btf, "sched_process_exit")? >= 2),
@@ -38,16 +40,36 @@ pub fn config() -> Result<Config> {
         gfp_noretry: enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16),
         task_tgid: off("task_struct", "tgid")?,
         task_mm: off("task_struct", "mm")?,
+        task_min_flt: fault_counters(&btf)?,
         mm_hugetlb_usage: field_offset(&btf, "mm_struct", "hugetlb_usage").unwrap_or(0),
-        vma_flags: off("vm_area_struct", "vm_flags")?,
-        vma_file: off("vm_area_struct", "vm_file")?,
-        file_inode: off("file", "f_inode")?,
-        inode_sb: off("inode", "i_sb")?,
-        sb_fs_info: off("super_block", "s_fs_info")?,
-        hugetlbfs_sb_hstate: off("hugetlbfs_sb_info", "hstate")?,
-        hstate_order: off("hstate", "order")?,
+        huge_order: huge_order()?,
+        tlb_local_mm_shootdown: enum_value(&btf, "TLB_LOCAL_MM_SHOOTDOWN")
+            .context("kernel BTF: enum tlb_flush_reason has no TLB_LOCAL_MM_SHOOTDOWN")?,
+        mm_filepages: counter("MM_FILEPAGES")?,
+        mm_anonpages: counter("MM_ANONPAGES")?,
+        mm_swapents: counter("MM_SWAPENTS")?,
+        mm_shmempages: counter("MM_SHMEMPAGES")?,
         ..Config::default()
     })
+}
+
+/// Page order of the default hugetlb page size (`Hugepagesize` in
+/// /proc/meminfo); 9 (2 MiB) on a kernel without hugetlb.
+fn huge_order() -> Result<u32> {
+    let meminfo = <procfs::Meminfo as procfs::Current>::current().context("reading /proc/meminfo")?;
+    let bytes = meminfo.hugepagesize.unwrap_or(2 << 20);
+    Ok((bytes / page_size()).trailing_zeros())
+}
+
+/// `task_struct.min_flt`, which the programs read together with the
+/// `maj_flt` that must follow it.
+fn fault_counters(btf: &Btf) -> Result<u32> {
+    let min = field_offset(btf, "task_struct", "min_flt").context("kernel BTF: task_struct.min_flt")?;
+    let maj = field_offset(btf, "task_struct", "maj_flt").context("kernel BTF: task_struct.maj_flt")?;
+    if maj != min + 8 {
+        bail!("kernel BTF: task_struct.maj_flt at {maj} does not follow min_flt at {min}");
+    }
+    Ok(min)
 }
 
 pub fn page_size() -> u64 {

@@ -20,6 +20,9 @@ pub struct Process {
     /// Pages the kernel copied because another process still shared them.
     pub cow_copies: u64,
     pub cow_bytes: u64,
+    /// Copies of page-cache pages in private file mappings: made with or
+    /// without a fork, so not in `cow_copies` and charged to no fork.
+    pub file_copies: u64,
     /// Write-protect faults that copied nothing (the page was no longer shared).
     pub wp_reuse: u64,
     /// Write faults on present pages (copies + reuses + zero fills).
@@ -27,8 +30,7 @@ pub struct Process {
     /// First writes to the shared zero page (a fresh zeroed page, not a copy).
     pub zero_fills: u64,
     pub faults: u64,
-    /// Write faults in a process with hugetlb pages whose mapping could not
-    /// be looked up (mmap_lock busy): a hugetlb copy among them is missed.
+    /// Always 0: no mapping is looked up any more (kept for the report's shape).
     pub vma_misses: u64,
     /// Copies by page size in bytes.
     pub copies_by_size: BTreeMap<u64, u64>,
@@ -121,7 +123,7 @@ impl Collector {
         }
         processes.sort_by_key(|p| p.pid);
         let mut forks = self.ended.clone();
-        let map: HashMap<&MapData, u32, ForkRecord> =
+        let map: HashMap<&MapData, u64, ForkRecord> =
             HashMap::try_from(loaded.ebpf.map("FORKS").context("no FORKS map")?)?;
         for entry in map.iter() {
             let (_, f) = entry.context("reading FORKS")?;
@@ -160,6 +162,7 @@ fn process(s: &ProcStats, exited: bool) -> Process {
         comm: comm_string(&s.comm),
         cow_copies: s.cow_copies,
         cow_bytes: s.cow_bytes,
+        file_copies: s.file_copies,
         wp_reuse: s.wp_faults.saturating_sub(s.cow_copies + s.zero_fills),
         wp_faults: s.wp_faults,
         zero_fills: s.zero_fills,

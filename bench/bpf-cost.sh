@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# bench/bpf-cost.sh OLD NEW: what each eBPF program costs per COW copy, per
+# snapshot binary, from the kernel's own accounting (kernel.bpf_stats_enabled,
+# switched on for the run and restored; bpftool's run_cnt and run_time_ns).
+# Workload: `snapshot workload --memory private --pages PAGES --no-pagemap`
+# (map, populate, fork, the parent rewrites every page) under the name
+# cowbench, traced with `snapshot trace --comm cowbench` (MODE=comm) or
+# `--all` (MODE=all). ROUNDS rounds, OLD and NEW interleaved. Needs root and bpftool.
+set -euo pipefail
+OLD=$1 NEW=$2
+ROUNDS=${ROUNDS:-5} PAGES=${PAGES:-131072} MODE=${MODE:-comm}
+TMP=$(mktemp -d /tmp/bpf-cost.XXXXXX)
+STATS=$(cat /proc/sys/kernel/bpf_stats_enabled)
+cleanup() { echo "$STATS" > /proc/sys/kernel/bpf_stats_enabled; rm -rf "$TMP"; }
+trap cleanup EXIT
+cp "$OLD" "$TMP/old"; cp "$NEW" "$TMP/new"; cp "$NEW" "$TMP/cowbench"
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+select=(--comm cowbench); [[ $MODE == all ]] && select=(--all)
+for round in $(seq "$ROUNDS"); do
+  for which in old new; do
+    "$TMP/$which" trace "${select[@]}" 2> "$TMP/err" > /dev/null &
+    tracer=$!
+    until grep -q "snapshot: tracing" "$TMP/err"; do sleep 0.05; done
+    "$TMP/cowbench" workload --memory private --pages "$PAGES" --no-pagemap > /dev/null
+    bpftool prog show --json > "$TMP/progs.json"
+    kill -INT "$tracer"; wait "$tracer" || true
+    python3 - "$which" "$round" "$PAGES" "$TMP/progs.json" <<'PY'
+import json, sys
+which, rnd, pages, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+names = ("page_fault_user", "page_fault_kern", "mm_page_alloc", "sys_enter", "tlb_flush", "rss_stat",
+         "sched_process_f", "sched_process_e")
+rows, total = [], 0
+for p in json.load(open(path)):
+    if p.get("name", "").startswith(names) and "run_cnt" in p:
+        total += p["run_time_ns"]
+        rows.append(f'{p["name"]}={p["run_time_ns"] / max(p["run_cnt"], 1):.0f}ns/run x{p["run_cnt"] / pages:.3f}')
+print(f"{which} round {rnd}: {total / pages:.0f} ns per copy  " + "  ".join(sorted(rows)))
+PY
+  done
+done

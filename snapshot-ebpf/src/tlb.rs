@@ -1,0 +1,45 @@
+//! `tlb:tlb_flush`: a CPU flushed TLB entries. A hugetlb write fault that
+//! copies unmaps the shared page and flushes it, inside the fault; one that
+//! reuses the page only makes it writable, with no flush. Pool pages never
+//! pass through the page allocator, so this flush is the copy's only trace.
+//! Fires machine-wide: for a task with no pending write fault, one pointer test.
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+
+use crate::{
+    kernel::{cfg, finished_faults},
+    maps::PENDING,
+};
+
+/// `(int reason, unsigned long pages)`
+#[btf_tracepoint(function = "tlb_flush")]
+pub fn tlb_flush(ctx: BtfTracePointContext) -> u32 {
+    on_flush(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tlb_flush")]
+pub fn tlb_flush_raw(ctx: RawTracePointContext) -> i32 {
+    on_flush(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn on_flush(reason: u64) {
+    // Only a flush the current task asked for on its own mm: a shootdown
+    // IPI or a task switch runs in whatever task the CPU was running.
+    if reason as u32 != cfg!(tlb_local_mm_shootdown) {
+        return;
+    }
+    let Some(pending) = PENDING.current(false) else { return };
+    unsafe {
+        if (*pending).address == 0 || (*pending).hugetlb == 0 {
+            return;
+        }
+        if finished_faults() == (*pending).faults {
+            (*pending).flushed = 1;
+        }
+    }
+}
