@@ -39,6 +39,7 @@ pub const NEEDS: &[Need] = &[
         tests: "snapshot-user cli (commands run as an unprivileged user)",
     },
     Need { command: "script", package: "bsdutils", tests: "xtask signals (Ctrl-C typed on a real terminal)" },
+    Need { command: "objdump", package: "binutils", tests: "snapshot-user portability (the binary's glibc needs)" },
 ];
 
 /// Installs the packages of every missing command, or says what to install.
