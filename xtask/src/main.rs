@@ -8,7 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod child;
@@ -71,23 +71,30 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Task) -> Result<ExitCode> {
-    if let Task::Exec { args } = &task {
-        return child::run(Command::new(&args[0]).args(&args[1..]));
-    }
-    let ws = workspace::Workspace::find()?;
-    let tools = tools::ensure(&ws)?;
     match task {
-        Task::Build { debug } => build(&ws, &tools, !debug).map(|_| ExitCode::SUCCESS),
+        Task::Build { debug } => {
+            let (ws, tools) = setup()?;
+            build(&ws, &tools, !debug).map(|_| ExitCode::SUCCESS)
+        }
         Task::Run { debug, args } => {
+            let (ws, tools) = setup()?;
             let binary = build(&ws, &tools, !debug)?;
             run_as_root(&binary, &args)
         }
         Task::Test { allow_skip, args } => {
+            let (_, tools) = setup()?;
             packages::ensure()?;
             testing::run(&tools, &args, allow_skip)
         }
-        Task::Exec { .. } => unreachable!("handled above"),
+        Task::Exec { args } => child::run(Command::new(&args[0]).args(&args[1..])),
     }
+}
+
+/// The workspace, and the build tools installed when missing.
+fn setup() -> Result<(workspace::Workspace, tools::Tools)> {
+    let ws = workspace::Workspace::find()?;
+    let tools = tools::ensure(&ws)?;
+    Ok((ws, tools))
 }
 
 pub fn step(text: &str) {
@@ -117,7 +124,7 @@ fn build(ws: &workspace::Workspace, tools: &tools::Tools, release: bool) -> Resu
     if release {
         cmd.arg("--release");
     }
-    let status = cmd.status().map_err(|e| anyhow::anyhow!("running cargo build: {e}"))?;
+    let status = cmd.status().context("running cargo build")?;
     if !status.success() {
         bail!("cargo build failed (see above)");
     }

@@ -69,7 +69,7 @@ pub fn ensure() -> Result<()> {
 }
 
 /// The rows whose command `found` does not find.
-fn missing<'a>(needs: &'a [Need], found: impl Fn(&str) -> bool) -> Vec<&'a Need> {
+fn missing(needs: &[Need], found: impl Fn(&str) -> bool) -> Vec<&Need> {
     needs.iter().filter(|n| !found(n.command)).collect()
 }
 
