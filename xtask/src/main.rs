@@ -1,6 +1,7 @@
 //! `cargo xtask build|run|test`: builds the eBPF programs and the `snapshot`
-//! binary, installing first what a fresh machine lacks (the nightly rust-src
-//! component and a bpf-linker built against rustc's own libLLVM).
+//! binary, installing first what a fresh machine lacks (the pinned nightly
+//! with rust-src, a bpf-linker built against its libLLVM, and for the tests
+//! the system packages they run).
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
@@ -10,7 +11,11 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod child;
+mod packages;
+mod testing;
 mod tools;
+mod workspace;
 
 #[derive(Parser)]
 #[command(about = "Build, run and test snapshot")]
@@ -28,18 +33,29 @@ enum Task {
         debug: bool,
     },
     /// Build, then run `snapshot ARGS` as root (through sudo when needed).
-    /// Without ARGS: the main job.
+    /// Without ARGS: the main job. Signals go on to `snapshot`, whose exit
+    /// status is xtask's.
     Run {
         #[arg(long)]
         debug: bool,
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Build, then run every test: unit tests and the privileged tests that
-    /// load the eBPF programs into the running kernel.
+    /// Install what the tests need, build, then run every test: unit tests and
+    /// the privileged tests that load the eBPF programs into the running kernel.
+    /// Privileged tests skipped without root fail the run unless --allow-skip.
     Test {
+        /// Accept privileged tests skipped because this is not root.
+        #[arg(long)]
+        allow_skip: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Run ARGS as `run` runs snapshot: signals forwarded, status returned (for xtask's tests).
+    #[command(hide = true)]
+    Exec {
+        #[arg(last = true, required = true)]
         args: Vec<OsString>,
     },
 }
@@ -55,48 +71,55 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Task) -> Result<ExitCode> {
-    let root = workspace_root();
-    let tools = tools::ensure(&root)?;
     match task {
-        Task::Build { debug } => build(&tools, !debug).map(|_| ExitCode::SUCCESS),
+        Task::Build { debug } => {
+            let (ws, tools) = setup()?;
+            build(&ws, &tools, !debug).map(|_| ExitCode::SUCCESS)
+        }
         Task::Run { debug, args } => {
-            let binary = build(&tools, !debug)?;
+            let (ws, tools) = setup()?;
+            let binary = build(&ws, &tools, !debug)?;
             // `snapshot` alone prints its help: the main job is named.
             let args = if args.is_empty() { vec![OsString::from("run")] } else { args };
             run_as_root(&binary, &args)
         }
-        Task::Test { args } => {
-            step("testing: cargo test --release (privileged tests need root)");
-            let status = cargo(&tools)
-                .args(["test", "--release"])
-                .args(&args)
-                // Under sudo, `snapshot trace` runs commands as the invoking
-                // user; the tests' commands write into root's temp dirs.
-                .env_remove("SUDO_UID")
-                .env_remove("SUDO_GID")
-                .status()
-                .context("running cargo test")?;
-            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Task::Test { allow_skip, args } => {
+            let (_, tools) = setup()?;
+            packages::ensure()?;
+            testing::run(&tools, &args, allow_skip)
         }
+        Task::Exec { args } => child::run(Command::new(&args[0]).args(&args[1..])),
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+/// The workspace, and the build tools installed when missing.
+fn setup() -> Result<(workspace::Workspace, tools::Tools)> {
+    let ws = workspace::Workspace::find()?;
+    let tools = tools::ensure(&ws)?;
+    Ok((ws, tools))
 }
 
 pub fn step(text: &str) {
     eprintln!("xtask: {text}");
 }
 
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The cargo that runs xtask (`cargo xtask` sets CARGO).
+pub fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// `cargo` with the installed tools first on PATH.
 fn cargo(tools: &tools::Tools) -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = Command::new(cargo_program());
     cmd.env("PATH", &tools.path);
     cmd
 }
 
-fn build(tools: &tools::Tools, release: bool) -> Result<PathBuf> {
+fn build(ws: &workspace::Workspace, tools: &tools::Tools, release: bool) -> Result<PathBuf> {
     step(&format!("building: cargo build --package snapshot-user{}", if release { " --release" } else { "" }));
     let mut cmd = cargo(tools);
     cmd.args(["build", "--package", "snapshot-user"]);
@@ -107,15 +130,16 @@ fn build(tools: &tools::Tools, release: bool) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed (see above)");
     }
-    let binary = workspace_root().join("target").join(if release { "release" } else { "debug" }).join("snapshot");
+    let binary = ws.binary(release);
+    if !binary.is_file() {
+        bail!("cargo build succeeded but left no {}", binary.display());
+    }
     step(&format!("built {}", binary.display()));
     Ok(binary)
 }
 
 fn run_as_root(binary: &Path, args: &[OsString]) -> Result<ExitCode> {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc_geteuid() } == 0;
-    let mut cmd = if is_root {
+    let mut cmd = if is_root() {
         Command::new(binary)
     } else {
         let Ok(sudo) = which::which("sudo") else {
@@ -127,11 +151,5 @@ fn run_as_root(binary: &Path, args: &[OsString]) -> Result<ExitCode> {
         cmd
     };
     cmd.args(args);
-    let status = cmd.status().with_context(|| format!("running {}", binary.display()))?;
-    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)))
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    child::run(&mut cmd)
 }

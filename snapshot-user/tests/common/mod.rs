@@ -11,8 +11,9 @@ pub const SNAPSHOT: &str = env!("CARGO_BIN_EXE_snapshot");
 /// Tests that change machine-wide memory settings take this lock.
 pub static MACHINE: Mutex<()> = Mutex::new(());
 
-/// True when the test may load eBPF programs. Outside CI a test without root
-/// is skipped with the reason; in CI (privileged) that is a failure.
+/// True when the test may load eBPF programs. Without root the test is
+/// skipped with the reason, and recorded where `cargo xtask test` counts the
+/// skips (it fails unless given `--allow-skip`); in CI that is a failure.
 pub fn privileged(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -22,7 +23,21 @@ pub fn privileged(test: &str) -> bool {
         panic!("{test}: CI must run the tests as root: they load eBPF programs into the kernel");
     }
     eprintln!("SKIPPED {test}: needs root to load eBPF programs (run `cargo xtask test` as root)");
+    record_skip(test);
     false
+}
+
+/// Appends the test's name to the file `cargo xtask test` names in
+/// SNAPSHOT_SKIP_LOG (inside a private directory it made).
+fn record_skip(test: &str) {
+    use std::io::Write as _;
+    let Some(log) = std::env::var_os("SNAPSHOT_SKIP_LOG") else { return };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap_or_else(|e| panic!("opening SNAPSHOT_SKIP_LOG {}: {e}", Path::new(&log).display()));
+    // One short write per line: O_APPEND keeps concurrent test threads' lines whole.
+    file.write_all(format!("{test}\n").as_bytes()).expect("writing SNAPSHOT_SKIP_LOG");
 }
 
 pub fn snapshot(args: &[&str]) -> Output {
@@ -68,4 +83,53 @@ impl Drop for Restore {
             eprintln!("could not restore {} to {old}: {e}", self.file);
         }
     }
+}
+
+const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+const THP_DEFRAG: &str = "/sys/kernel/mm/transparent_hugepage/defrag";
+
+/// Lets MADV_HUGEPAGE regions get transparent huge pages: THP mode and its
+/// defrag setting become `madvise` where they are `never` (with defrag
+/// `never` a fragmented machine gives no huge page). Restored when dropped.
+pub fn thp_for_madvise() -> Vec<Restore> {
+    [THP_ENABLED, THP_DEFRAG]
+        .into_iter()
+        .filter(|file| std::fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {file}: {e}")).contains("[never]"))
+        .map(|file| Restore::set(file, "madvise"))
+        .collect()
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+/// Reserves `pages` more hugetlb pages and checks they are free, compacting
+/// memory once when the kernel could not find them; the old count comes back
+/// when dropped. Fails the test when the machine cannot provide them.
+pub fn reserve_hugepages(pages: u64) -> Restore {
+    let old: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("reading {NR_HUGEPAGES}"));
+    let free_before = hugepages_free();
+    let restore = Restore::set(NR_HUGEPAGES, &(old + pages).to_string());
+    if hugepages_free() < free_before + pages {
+        // The pool grows only from free 2 MiB blocks: make some, and ask again.
+        std::fs::write("/proc/sys/vm/compact_memory", "1").expect("compacting memory");
+        std::fs::write(NR_HUGEPAGES, (old + pages).to_string()).expect("writing nr_hugepages");
+    }
+    let free = hugepages_free();
+    assert!(
+        free >= free_before + pages,
+        "could reserve only {} of {pages} hugetlb pages (HugePages_Free {free}): the machine has no free 2 MiB blocks",
+        free.saturating_sub(free_before)
+    );
+    restore
+}
+
+fn hugepages_free() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("reading /proc/meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("HugePages_Free in /proc/meminfo")
 }
