@@ -571,6 +571,9 @@ mod tests {
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no growth up to the ratio");
         t.reserve(1000);
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no reserve while blocked");
+        // The deferred growth, once unblocked: 80 keys need 128 buckets.
+        t.set_resize_blocked(false).unwrap();
+        assert_eq!(t.nbuckets(), 128);
     }
 
     #[test]
@@ -598,7 +601,13 @@ mod tests {
         assert_eq!(t.nbuckets(), 1024, "no shrink while a child lives");
         t.set_resize_blocked(false).unwrap();
         assert_eq!(t.nbuckets(), 512);
-        for i in 0..100 {
+        // Exactly 1 key per 8 buckets stays.
+        for i in 64..100 {
+            t.del(format!("k{i}").as_bytes(), 1);
+        }
+        t.fit().unwrap();
+        assert_eq!(t.nbuckets(), 512);
+        for i in 0..64 {
             t.del(format!("k{i}").as_bytes(), 1);
         }
         t.fit().unwrap();
