@@ -47,7 +47,8 @@ pub struct ServeArgs {
     /// Address to listen on (e.g. 127.0.0.1, 0.0.0.0, ::1).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
-    /// Directory holding the snapshot file and the temp files of saves in progress; must exist.
+    /// Directory holding the snapshot file and the temp files of saves in progress; must exist,
+    /// and is refused if world-writable (unless sticky and owned by this user, like /tmp for root).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Password clients must give with AUTH before any other command (none by default).

@@ -938,6 +938,50 @@ mod tests {
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no growth up to the ratio");
         t.reserve(1000);
         assert_eq!(t.nbuckets(), MIN_BUCKETS, "no reserve while blocked");
+        // The deferred growth, once unblocked: 80 keys need 128 buckets.
+        t.set_resize_blocked(false).unwrap();
+        assert_eq!(t.nbuckets(), 128);
+    }
+
+    #[test]
+    fn reserve_and_fit() {
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        t.set(b"first", b"v", Expire::Clear, 1).unwrap();
+        // One resize straight to the size asked for.
+        t.reserve(1000);
+        assert_eq!(t.nbuckets(), 1024, "1 + 1000 keys");
+        t.reserve(1500);
+        assert_eq!(t.nbuckets(), 2048, "1 + 1500 keys");
+        let mut t = Table::new(PagesMode::Small).unwrap();
+        for i in 0..1024 {
+            t.set(format!("k{i}").as_bytes(), b"v", Expire::Clear, 1)
+                .unwrap();
+        }
+        t.fit().unwrap();
+        assert_eq!(t.nbuckets(), 1024, "exactly one key per bucket fits");
+        // Shrinks while fewer than 1 key per 8 buckets: 100 keys end in 512 buckets.
+        for i in 100..1024 {
+            t.del(format!("k{i}").as_bytes(), 1);
+        }
+        t.set_resize_blocked(true).unwrap();
+        t.fit().unwrap();
+        assert_eq!(t.nbuckets(), 1024, "no shrink while a child lives");
+        t.set_resize_blocked(false).unwrap();
+        assert_eq!(t.nbuckets(), 512);
+        // Exactly 1 key per 8 buckets stays.
+        for i in 64..100 {
+            t.del(format!("k{i}").as_bytes(), 1);
+        }
+        t.fit().unwrap();
+        assert_eq!(t.nbuckets(), 512);
+        for i in 0..64 {
+            t.del(format!("k{i}").as_bytes(), 1);
+        }
+        t.fit().unwrap();
+        assert_eq!(t.nbuckets(), MIN_BUCKETS, "never below the minimum");
+        for i in 0..1000 {
+            assert_eq!(t.get(format!("k{i}").as_bytes(), 1), None);
+        }
     }
 
     /// Copy-before-write: what a forkless save collects is the table at `begin_cow`, whatever
