@@ -214,14 +214,15 @@ impl Persist {
             // SAFETY: leave without running the parent's atexit handlers or destructors.
             unsafe { libc::_exit(code) };
         }
+        // Taken before anything else can overwrite errno.
+        let fork_err = std::io::Error::last_os_error();
         self.latest_fork_usec = t0.elapsed().as_micros() as u64;
         drop(wfd);
         if pid < 0 {
+            let e = fork_err;
             self.last_bgsave_ok = false;
-            return Err(format!(
-                "ERR fork failed: {}",
-                std::io::Error::last_os_error()
-            ));
+            log(&format!("Can't save in background: fork: {e}"));
+            return Err(format!("ERR fork failed: {e}"));
         }
         // SAFETY: setting O_NONBLOCK on our own fd.
         unsafe {

@@ -335,3 +335,219 @@ fn stale_temp_files_removed_at_start() {
             .contains(&format!("Removed temp-{gone_pid}.rdb, left by a save that was killed"))
     );
 }
+
+/// Holds the machine-state lock (a failed test must not block the others).
+fn machine_state() -> std::sync::MutexGuard<'static, ()> {
+    MACHINE_STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tmpfs of `size` mounted on a fresh directory inside a private temp dir, unmounted when
+/// dropped (also when the test fails).
+struct Tmpfs {
+    at: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(parent: &Path, size: &str) -> Tmpfs {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let at = parent.join("disk");
+        std::fs::create_dir(&at).expect("mount point");
+        let target = CString::new(at.as_os_str().as_bytes()).expect("path");
+        let opts = CString::new(format!("size={size},mode=0700")).expect("opts");
+        // SAFETY: mount(2) with valid C strings.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                opts.as_ptr() as *const libc::c_void,
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "mounting a tmpfs on {} (this test needs root): {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs { at }
+    }
+
+    fn free_bytes(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::ffi::CString::new(self.at.as_os_str().as_bytes()).expect("path");
+        // SAFETY: statvfs into a zeroed struct.
+        let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut v) }, 0);
+        v.f_bavail * v.f_frsize
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::ffi::CString::new(self.at.as_os_str().as_bytes()).expect("path");
+        // SAFETY: umount2 of the mount this test made; lazily if a process still holds it.
+        unsafe {
+            if libc::umount2(p.as_ptr(), 0) != 0 {
+                libc::umount2(p.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn error_text(r: Reply) -> String {
+    match r {
+        Reply::Error(e) => e,
+        r => panic!("expected an error, got {r:?}"),
+    }
+}
+
+/// A full disk: BGSAVE and SAVE fail cleanly, the old snapshot stays byte for byte, the error is
+/// in INFO and the log; with stop-writes-on-bgsave-error (default yes) writes and PING get
+/// Redis's MISCONF error — the same text a real redis-server gives on the same full disk —
+/// reads go on; with it set to no, writes go on; once there is room again, saves work.
+#[test]
+fn full_disk() {
+    let _lock = machine_state();
+    let dir = tempdir();
+    let disk = Tmpfs::mount(dir.path(), "16m");
+    let s = Server::start(
+        &disk.at,
+        &["--save", "3600 1", "--rdbcompression", "no"],
+    );
+    let mut c = s.connect();
+    assert_eq!(s.cli(&["debug", "populate", "20000", "key", "100"]), "OK");
+    ok(c.cmd(&["save"]));
+    let dest = s.snapshot_path();
+    let old = std::fs::read(&dest).expect("snapshot");
+    // Leave less room than one more snapshot needs.
+    let filler = disk.at.join("filler");
+    let room = disk.free_bytes() - old.len() as u64 / 2;
+    std::fs::write(&filler, vec![1u8; room as usize]).expect("filler");
+    ok(c.cmd(&["set", "after", "1"]));
+
+    assert_eq!(
+        c.cmd(&["bgsave"]),
+        Reply::Simple("Background saving started".into())
+    );
+    let i = wait_save_end(&s, &mut c);
+    assert_eq!(field(&i, "rdb_last_bgsave_status"), "err");
+    assert!(std::fs::read(&dest).expect("snapshot") == old, "old snapshot changed");
+    assert_eq!(temp_files(&disk.at), Vec::<String>::new());
+    let log = s.log_text();
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(log.contains("Background saving error"), "{log}");
+
+    // Writes and PING refused like Redis; reads served.
+    let misconf = error_text(c.cmd(&["set", "x", "1"]));
+    assert!(misconf.starts_with("MISCONF "), "{misconf}");
+    assert_eq!(error_text(c.cmd(&["ping"])), misconf);
+    assert_eq!(error_text(c.cmd(&["del", "key:1"])), misconf);
+    assert_eq!(c.cmd(&["get", "after"]), Reply::Bulk(Some(b"1".to_vec())));
+    assert_eq!(c.cmd(&["dbsize"]), Reply::Int(20001));
+
+    // SAVE fails the same way, and leaves the old file.
+    let e = error_text(c.cmd(&["save"]));
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(std::fs::read(&dest).expect("snapshot") == old);
+    assert_eq!(temp_files(&disk.at), Vec::<String>::new());
+
+    // A real redis-server on the same full disk gives the same MISCONF text.
+    {
+        let redis = common::Redis::start(&["--dir", disk.at.to_str().expect("utf-8 path")]);
+        let mut r = redis.connect();
+        ok(r.cmd(&["config", "set", "save", "3600 1"]));
+        ok(r.cmd(&["config", "set", "rdbcompression", "no"]));
+        ok(r.cmd(&["debug", "populate", "20000", "key", "100"]));
+        assert_eq!(
+            r.cmd(&["bgsave"]),
+            Reply::Simple("Background saving started".into())
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while field(&info(&mut r, "persistence"), "rdb_bgsave_in_progress") != "0" {
+            assert!(Instant::now() < deadline, "redis-server save did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(error_text(r.cmd(&["set", "x", "1"])), misconf);
+        assert_eq!(error_text(r.cmd(&["ping"])), misconf);
+    }
+
+    // The user may choose to keep writing.
+    assert_eq!(
+        c.cmd(&["config", "get", "stop-writes-on-bgsave-error"]),
+        Reply::Array(vec![
+            Reply::Bulk(Some(b"stop-writes-on-bgsave-error".to_vec())),
+            Reply::Bulk(Some(b"yes".to_vec()))
+        ])
+    );
+    ok(c.cmd(&["config", "set", "stop-writes-on-bgsave-error", "no"]));
+    ok(c.cmd(&["set", "x", "1"]));
+    assert_eq!(c.cmd(&["ping"]), Reply::Simple("PONG".into()));
+    ok(c.cmd(&["config", "set", "stop-writes-on-bgsave-error", "yes"]));
+    assert_eq!(error_text(c.cmd(&["set", "y", "1"])), misconf);
+    let e = error_text(c.cmd(&["config", "set", "stop-writes-on-bgsave-error", "maybe"]));
+    assert!(e.contains("argument must be 'yes' or 'no'"), "{e}");
+
+    // Room again: the next save succeeds and writes are accepted.
+    std::fs::remove_file(&filler).expect("remove filler");
+    bgsave_child(&mut c);
+    assert_eq!(field(&wait_save_end(&s, &mut c), "rdb_last_bgsave_status"), "ok");
+    ok(c.cmd(&["set", "y", "1"]));
+    let keys = rdb_keys(&dest);
+    assert_eq!(keys.len(), 20002);
+    assert_eq!(keys[&b"x"[..]], b"1".to_vec());
+    drop(c);
+    drop(s);
+    drop(disk);
+}
+
+/// Writes go on after a failed save when the server starts with
+/// `--stop-writes-on-bgsave-error no`; a bad value is refused at start with a clear error.
+#[test]
+fn stop_writes_flag_at_start() {
+    let dir = tempdir();
+    let s = Server::start(
+        dir.path(),
+        &["--save", "3600 1", "--stop-writes-on-bgsave-error", "no"],
+    );
+    let mut c = s.connect();
+    assert_eq!(
+        c.cmd(&["config", "get", "stop-writes-on-bgsave-error"]),
+        Reply::Array(vec![
+            Reply::Bulk(Some(b"stop-writes-on-bgsave-error".to_vec())),
+            Reply::Bulk(Some(b"no".to_vec()))
+        ])
+    );
+    ok(c.cmd(&["set", "k", "v"]));
+    // Make the save fail: the directory can no longer be written.
+    let sub = dir.path().join("gone");
+    std::fs::create_dir(&sub).expect("mkdir");
+    drop(c);
+    drop(s);
+    let s = Server::start(
+        &sub,
+        &["--save", "3600 1", "--stop-writes-on-bgsave-error", "no"],
+    );
+    let mut c = s.connect();
+    ok(c.cmd(&["set", "k", "v"]));
+    std::fs::remove_dir_all(&sub).expect("remove dir");
+    assert_eq!(
+        c.cmd(&["bgsave"]),
+        Reply::Simple("Background saving started".into())
+    );
+    assert_eq!(field(&wait_save_end(&s, &mut c), "rdb_last_bgsave_status"), "err");
+    ok(c.cmd(&["set", "k", "v2"]));
+    assert_eq!(c.cmd(&["ping"]), Reply::Simple("PONG".into()));
+    drop(c);
+    drop(s);
+    match Server::try_start(dir.path(), &["--stop-writes-on-bgsave-error", "maybe"], None) {
+        common::Started::Exited { code, log } => {
+            assert_eq!(code, Some(2), "{log}");
+            assert!(log.contains("expected yes or no"), "{log}");
+        }
+        common::Started::Up(_) => panic!("a bad value was accepted"),
+    }
+}
