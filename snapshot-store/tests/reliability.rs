@@ -551,3 +551,268 @@ fn stop_writes_flag_at_start() {
         common::Started::Up(_) => panic!("a bad value was accepted"),
     }
 }
+
+/// A pids cgroup made for one test (v2 if the machine has it, else v1), removed when dropped
+/// after moving its processes back to the parent.
+struct PidsCgroup {
+    base: PathBuf,
+    path: PathBuf,
+}
+
+impl PidsCgroup {
+    fn create() -> PidsCgroup {
+        let v2 = Path::new("/sys/fs/cgroup");
+        let base = if std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "pids"))
+        {
+            // The controller must be on for the root's children.
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+pids");
+            v2.to_path_buf()
+        } else {
+            let v1 = v2.join("pids");
+            assert!(
+                v1.join("cgroup.procs").exists(),
+                "no pids cgroup controller (v2 /sys/fs/cgroup or v1 /sys/fs/cgroup/pids)"
+            );
+            v1
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = base.join(format!("snapstore-test-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).expect("create cgroup (needs root)");
+        PidsCgroup { base, path }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).expect("move to cgroup");
+    }
+
+    fn set_max(&self, max: &str) {
+        std::fs::write(self.path.join("pids.max"), max).expect("pids.max");
+    }
+
+    fn current(&self) -> u64 {
+        std::fs::read_to_string(self.path.join("pids.current"))
+            .expect("pids.current")
+            .trim()
+            .parse()
+            .expect("number")
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines() {
+            let _ = std::fs::write(self.base.join("cgroup.procs"), pid);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// fork() failing (the server in a pids cgroup with no room for one more task): BGSAVE gets a
+/// clear error naming fork and its reason, the log says it, INFO says err, the server keeps
+/// serving reads and writes; with room again the next BGSAVE succeeds.
+#[test]
+fn fork_failure() {
+    let _lock = machine_state();
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--save", ""]);
+    let mut c = s.connect();
+    assert_eq!(s.cli(&["debug", "populate", "1000", "key", "10"]), "OK");
+    let cg = PidsCgroup::create();
+    cg.add(s.pid);
+    cg.set_max(&cg.current().to_string());
+
+    let e = error_text(c.cmd(&["bgsave"]));
+    assert_eq!(e, "ERR fork failed: Resource temporarily unavailable (os error 11)");
+    let log = s.log_text();
+    assert!(
+        log.contains("Can't save in background: fork: Resource temporarily unavailable"),
+        "{log}"
+    );
+    let i = info(&mut c, "persistence");
+    assert_eq!(field(&i, "rdb_last_bgsave_status"), "err");
+    assert_eq!(field(&i, "rdb_bgsave_in_progress"), "0");
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    ok(c.cmd(&["set", "k", "v"]));
+    assert_eq!(c.cmd(&["get", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    assert_eq!(c.cmd(&["dbsize"]), Reply::Int(1001));
+    // A new client is still accepted (accept() needs no new task).
+    assert_eq!(s.cli(&["ping"]), "PONG");
+
+    cg.set_max("max");
+    bgsave_child(&mut c);
+    assert_eq!(field(&wait_save_end(&s, &mut c), "rdb_last_bgsave_status"), "ok");
+    assert_eq!(rdb_keys(&s.snapshot_path()).len(), 1001);
+    drop(c);
+    drop(s);
+    drop(cg);
+}
+
+fn nofile() -> libc::rlimit {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+    l
+}
+
+fn set_nofile_soft(soft: u64) {
+    let mut l = nofile();
+    l.rlim_cur = soft;
+    // SAFETY: setrlimit with a valid struct (soft <= hard).
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) }, 0);
+}
+
+/// "Max open files" soft and hard limits of a process, from /proc/PID/limits.
+fn proc_nofile(pid: u32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
+/// 1000 concurrent redis-benchmark clients while background saves run one after another: no
+/// error, no connection dropped (redis-benchmark exits non-zero at the first error or closed
+/// connection), every save ok. The server starts with a soft open-file limit
+/// of 512 (too few for 1000 clients) and must raise it to the hard limit itself, like Redis.
+#[test]
+fn thousand_clients_during_bgsave() {
+    let hard = nofile().rlim_max;
+    assert!(hard >= 2048, "the hard open-file limit ({hard}) is too low for this test");
+    let s = {
+        // Children inherit the limit: the server starts with 512, the others get it back.
+        let _lock = machine_state();
+        let soft = nofile().rlim_cur;
+        set_nofile_soft(512);
+        let dir = tempdir();
+        let s = Server::start(dir.path(), &["--save", ""]);
+        set_nofile_soft(soft.max(2048));
+        (s, dir)
+    };
+    let (s, _dir) = s;
+    assert_eq!(proc_nofile(s.pid), (hard.to_string(), hard.to_string()));
+    assert!(s.log_text().contains(&format!("Open-file limit raised from 512 to {hard}")));
+    assert_eq!(s.cli(&["debug", "populate", "300000", "key", "100"]), "OK");
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (saves, bench) = std::thread::scope(|sc| {
+        let saver = sc.spawn(|| {
+            let mut c = s.connect();
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                bgsave_child(&mut c);
+                assert_eq!(field(&wait_save_end(&s, &mut c), "rdb_last_bgsave_status"), "ok");
+                n += 1;
+            }
+            n
+        });
+        // The first save is running before the clients connect.
+        s.wait_until("a save to start", 30, || {
+            s.info_field("persistence", "rdb_bgsave_in_progress") == "1"
+        });
+        let out = Command::new(tool("redis-benchmark"))
+            .args(["-p", &s.port.to_string(), "-c", "1000", "-n", "200000"])
+            .args(["-t", "set,get", "-d", "100", "-r", "300000", "-q"])
+            .output()
+            .expect("run redis-benchmark");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (saver.join().expect("saver"), out)
+    });
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    let stderr = String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{stdout}\n{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.to_lowercase().contains("error"), "{stdout}\n{stderr}");
+    }
+    assert!(stdout.contains("SET:") && stdout.contains("GET:"), "{stdout}");
+    assert!(saves >= 1);
+    let total = s.info_u64("stats", "total_connections_received");
+    assert!(total >= 2000, "{total} connections (two tests of 1000 clients)");
+    assert_eq!(s.info_u64("stats", "client_output_buffer_limit_disconnections"), 0);
+    let log = s.log_text();
+    assert!(!log.contains("Error accepting"), "{log}");
+    let summary: Vec<&str> = stdout
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("requests per second"))
+        .collect();
+    eprintln!("1000 clients, 200000 SET + 200000 GET, {saves} saves meanwhile: {summary:?}");
+}
+
+fn vm_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS/VmHWM")
+}
+
+/// A client that pipelines GETs of a 1 MB value and never reads: past the output limit
+/// (16 MB here) it is disconnected, the disconnection is counted and logged, the server's peak
+/// RSS stays within the limit plus slack (without the limit it would buffer 400 MB), and other
+/// clients are served meanwhile. The limit is Redis's CONFIG syntax, `normal <hard> 0 0`.
+#[test]
+fn slow_reader_disconnected_at_output_limit() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--save", ""]);
+    let mut c = s.connect();
+    ok(c.cmd(&["config", "set", "client-output-buffer-limit", "normal 16777216 0 0"]));
+    assert_eq!(
+        c.cmd(&["config", "get", "client-output-buffer-limit"]),
+        Reply::Array(vec![
+            Reply::Bulk(Some(b"client-output-buffer-limit".to_vec())),
+            Reply::Bulk(Some(b"normal 16777216 0 0".to_vec()))
+        ])
+    );
+    let e = error_text(c.cmd(&["config", "set", "client-output-buffer-limit", "normal 1 2 3"]));
+    assert!(e.contains("no soft limit"), "{e}");
+    let big = vec![b'x'; 1 << 20];
+    let mut b = Vec::new();
+    encode(&[b"SET", b"big", &big], &mut b);
+    c.send_raw(&b);
+    ok(c.read());
+    let rss_before = vm_kb(s.pid, "VmRSS");
+
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    let mut req = Vec::new();
+    for _ in 0..400 {
+        encode(&[b"GET", b"big"], &mut req);
+    }
+    slow.write_all(&req).expect("send GETs");
+    s.wait_until("the slow client to be dropped", 60, || {
+        s.info_u64("stats", "client_output_buffer_limit_disconnections") == 1
+    });
+    // Other clients are served, and the slow one finds its connection closed.
+    assert_eq!(c.cmd(&["ping"]), Reply::Simple("PONG".into()));
+    assert_eq!(c.cmd(&["exists", "big"]), Reply::Int(1));
+    slow.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("slow client: {e}"),
+        }
+    }
+    assert!(got < 400 << 20, "the whole output was buffered ({got} bytes)");
+    let peak = vm_kb(s.pid, "VmHWM");
+    assert!(
+        peak < rss_before + 48 * 1024,
+        "peak RSS {peak} kB, {rss_before} kB before: the output was not bounded"
+    );
+    let log = s.log_text();
+    assert!(log.contains("closed for overcoming of output buffer limits"), "{log}");
+    eprintln!(
+        "slow reader: dropped after {got} bytes read; server RSS {rss_before} kB before, peak {peak} kB"
+    );
+}

@@ -62,7 +62,7 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
         ),
         (
             "client-output-buffer-limit",
-            format!("normal 0 {} 0", st.output_limit),
+            format!("normal {} 0 0", st.output_limit),
         ),
         ("port", st.port.to_string()),
         ("bind", st.bind.clone()),
