@@ -162,8 +162,10 @@ impl Persist {
             self.rdbcompression,
             &mut |_| {},
         );
-        self.last_bgsave_ok = r.is_ok();
+        // Like Redis: a failed SAVE answers with its error but leaves the status (and so the
+        // MISCONF refusal) to background saves; a successful one clears it.
         let n = r?;
+        self.last_bgsave_ok = true;
         self.rdb_saves += 1;
         self.dirty = 0;
         self.lastsave = unix_now();
