@@ -161,8 +161,11 @@ pub trait InfoSource: Send {
 
 /// Redis-style log line on stderr: `<pid>:M <unix time> * <message>`.
 pub fn log(msg: &str) {
+    use std::io::Write;
     let t = table::now_ms();
-    eprintln!(
+    // Ignored on failure (a log on a full or failed disk), as Redis does: eprintln! would panic.
+    let _ = writeln!(
+        std::io::stderr(),
         "{}:M {}.{:03} * {msg}",
         std::process::id(),
         t / 1000,
