@@ -175,10 +175,10 @@ impl Cmd {
     /// Commands that change the dataset (Redis's `write` flag).
     fn writes(self) -> bool {
         use Cmd::*;
-        matches!(
-            self,
-            SET | DEL | INCR | INCRBY | DECR | DECRBY | MSET | FLUSHALL | FLUSHDB | EXPIRE | PERSIST
-        )
+        const WRITES: &[Cmd] = &[
+            SET, DEL, INCR, INCRBY, DECR, DECRBY, MSET, FLUSHALL, FLUSHDB, EXPIRE, PERSIST,
+        ];
+        WRITES.contains(&self)
     }
 }
 
