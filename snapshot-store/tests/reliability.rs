@@ -94,6 +94,17 @@ fn wait_save_end(s: &Server, c: &mut Resp) -> String {
     }
 }
 
+/// Parent pid of a process, from /proc/PID/stat.
+fn parent_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The keys and values of an RDB file, read with the store's own checked decoder.
 fn rdb_keys(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let bytes = std::fs::read(path).expect("read snapshot");
@@ -179,8 +190,11 @@ fn sigkill_save_child_at_random_points() {
             assert_eq!(c.cmd(&["get", "trial"]), Reply::Bulk(trial_key));
             continue;
         }
-        // SAFETY: our server's child, not reaped before the server sees it exit.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Only while it is still our server's child (once reaped, the pid could be reused).
+        if parent_of(pid) == Some(s.pid) {
+            // SAFETY: kill(2) of our server's child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let i = wait_save_end(&s, &mut c);
         let now = std::fs::read(&dest).expect("snapshot");
         if field(&i, "rdb_last_bgsave_status") == "ok" {
