@@ -111,7 +111,7 @@ pub fn render(st: &State, asked: &[String]) -> String {
              rdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\n\
              rdb_current_bgsave_time_sec:{}\r\nrdb_last_cow_size:{}\r\ncurrent_cow_peak:{}\r\ncurrent_cow_size:{}\r\n\
              current_fork_perc:{perc:.2}\r\ncurrent_save_keys_processed:{}\r\ncurrent_save_keys_total:{}\r\n\
-             rdb_saves_pid:{}\r\nsave_policy:{}\r\nrdb_last_bgsave_method:{}\r\n\
+             rdb_saves:{}\r\nrdb_saves_pid:{}\r\nsave_policy:{}\r\nrdb_last_bgsave_method:{}\r\n\
              default_bgsave_method:{}\r\nforkless_last_setup_usec:{}\r\n\
              forkless_copied_before_write_bytes:{}\r\nforkless_copied_before_write_keys:{}\r\n\
              cow_strategy:{}\r\nfork_shared_index_pages_written:{}\r\n\
@@ -128,6 +128,7 @@ pub fn render(st: &State, asked: &[String]) -> String {
             if in_progress { p.current_cow } else { 0 },
             if in_progress { p.keys_processed } else { 0 },
             if in_progress { p.keys_total } else { 0 },
+            p.rdb_saves,
             p.child_pid().unwrap_or(-1),
             crate::persist::format_save(&p.save_points),
             p.last_method.map_or("none", |m| m.name()),
@@ -148,12 +149,14 @@ pub fn render(st: &State, asked: &[String]) -> String {
         let _ = write!(
             o,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             instantaneous_ops_per_sec:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\n\r\n",
+             instantaneous_ops_per_sec:{}\r\nlatest_fork_usec:{}\r\ntotal_forks:{}\r\n\
+             client_output_buffer_limit_disconnections:{}\r\n\r\n",
             st.stats.total_connections,
             st.stats.total_commands,
             st.stats.ops_per_sec(),
             p.latest_fork_usec,
             p.total_forks,
+            st.output_limit_disconnections,
         );
     }
     if want("latencystats") {

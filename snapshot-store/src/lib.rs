@@ -74,6 +74,17 @@ pub struct ServeArgs {
     /// snapshot (smaller file, slower save), no writes them as they are.
     #[arg(long, default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
     pub rdbcompression: bool,
+    /// As Redis's `stop-writes-on-bgsave-error`: yes refuses writes (and PING) with a MISCONF
+    /// error while the last background save failed and a save policy is set, so a client
+    /// learns that what it writes is not being persisted.
+    #[arg(long, default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub stop_writes_on_bgsave_error: bool,
+    /// Hard limit, in bytes, on the replies waiting to be sent to one normal client (like the
+    /// hard limit of Redis's `client-output-buffer-limit normal`, but set by default): a client
+    /// that asks for more than it reads is disconnected past it, so it can't grow the server's
+    /// memory without bound. 0 disables the limit.
+    #[arg(long, default_value_t = DEFAULT_OUTPUT_LIMIT)]
+    pub client_output_buffer_limit: u64,
     /// Who may run DEBUG (it can fill the memory): no one, everyone, or clients connected
     /// from a loopback address (the default, like Redis's `enable-debug-command local`).
     #[arg(long, value_enum, default_value = "local")]
@@ -89,6 +100,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "inplace")]
     pub cow_strategy: table::CowStrategy,
 }
+
+/// 256 MB: a few replies of the largest values the store is likely to hold, far below RAM.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 256 * 1024 * 1024;
 
 /// Redis's `enable-debug-command`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -166,13 +180,45 @@ pub trait InfoSource: Send {
 
 /// Redis-style log line on stderr: `<pid>:M <unix time> * <message>`.
 pub fn log(msg: &str) {
+    use std::io::Write;
     let t = table::now_ms();
-    eprintln!(
+    // Ignored on failure (a log on a full or failed disk), as Redis does: eprintln! would panic.
+    let _ = writeln!(
+        std::io::stderr(),
         "{}:M {}.{:03} * {msg}",
         std::process::id(),
         t / 1000,
         t % 1000
     );
+}
+
+/// Like Redis at start: one descriptor per client, so raise the soft open-file limit to the
+/// hard one. If that fails the server still runs, and says how many clients it can take.
+fn raise_nofile_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on our own process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 || l.rlim_cur >= l.rlim_max {
+            return;
+        }
+        let soft = l.rlim_cur;
+        l.rlim_cur = l.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+            log(&format!(
+                "Open-file limit raised from {soft} to {} (one per client)",
+                l.rlim_max
+            ));
+        } else {
+            log(&format!(
+                "Can't raise the open-file limit from {soft} ({}): about {} clients can connect",
+                std::io::Error::last_os_error(),
+                soft.saturating_sub(32)
+            ));
+        }
+    }
 }
 
 /// Loads the snapshot (if any) and serves until SHUTDOWN or SIGTERM/SIGINT.
@@ -183,6 +229,9 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         .canonicalize()
         .with_context(|| format!("--dir {}: the directory must exist", args.dir.display()))?;
     check_dir(&dir)?;
+    for name in snapfile::remove_stale_temps(&dir)? {
+        log(&format!("Removed {name}, left by a save that was killed"));
+    }
     let mut table = table::Table::new(args.pages)?;
     table.strategy = args.cow_strategy;
     let dest = dir.join(&args.dbfilename);
@@ -195,6 +244,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         ));
     }
 
+    raise_nofile_limit();
     let addr = (args.bind.as_str(), args.port)
         .to_socket_addrs()
         .with_context(|| format!("--bind {}", args.bind))?
@@ -223,6 +273,7 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
     persist.rdbcompression = args.rdbcompression;
     persist.resize_during_snapshot = args.resize_during_snapshot;
     persist.default_method = args.default_bgsave_method;
+    persist.stop_writes_on_bgsave_error = args.stop_writes_on_bgsave_error;
     let st = commands::State {
         table,
         mode: args.pages,
@@ -237,6 +288,8 @@ pub fn serve(args: ServeArgs, tracer: Option<Box<dyn InfoSource>>) -> Result<()>
         registry,
         shutdown: false,
         connected_clients: 0,
+        output_limit: args.client_output_buffer_limit,
+        output_limit_disconnections: 0,
     };
     let mut server = server::Server::new(poll, listener, signals, st)?;
     log(&format!(

@@ -71,6 +71,8 @@ pub struct Persist {
     pub dbfilename: String,
     /// Redis's `rdbcompression`: LZF-compress long strings in the snapshot.
     pub rdbcompression: bool,
+    /// Redis's `stop-writes-on-bgsave-error` (see [`Persist::writes_refused`]).
+    pub stop_writes_on_bgsave_error: bool,
     pub save_points: Vec<SavePoint>,
     /// Writes since the last successful save (rdb_changes_since_last_save).
     pub dirty: u64,
@@ -87,6 +89,8 @@ pub struct Persist {
     pub keys_total: u64,
     pub latest_fork_usec: u64,
     pub total_forks: u64,
+    /// Snapshots completed since start, SAVE and BGSAVE (Redis's `rdb_saves`).
+    pub rdb_saves: u64,
     child: Option<Child>,
     /// Children killed by FLUSHALL/SHUTDOWN, not yet reaped (the loop reaps them, never waiting).
     killed: Vec<libc::pid_t>,
@@ -118,6 +122,7 @@ impl Persist {
             dir,
             dbfilename,
             rdbcompression: true,
+            stop_writes_on_bgsave_error: true,
             save_points,
             dirty: 0,
             dirty_at_fork: 0,
@@ -132,6 +137,7 @@ impl Persist {
             keys_total: 0,
             latest_fork_usec: 0,
             total_forks: 0,
+            rdb_saves: 0,
             child: None,
             killed: Vec::new(),
             buf: Vec::with_capacity(1 << 20),
@@ -163,6 +169,12 @@ impl Persist {
             .map_or(-1, |s| s.elapsed().as_secs() as i64)
     }
 
+    /// Redis's rule: writes are refused while the last save failed, if the user asked for that
+    /// and a save policy is set (without one, no save is expected to succeed).
+    pub fn writes_refused(&self) -> bool {
+        self.stop_writes_on_bgsave_error && !self.save_points.is_empty() && !self.last_bgsave_ok
+    }
+
     /// SAVE: synchronous, in this process.
     pub fn save(&mut self, table: &Table) -> Result<()> {
         let t = Instant::now();
@@ -175,8 +187,11 @@ impl Persist {
             self.rdbcompression,
             &mut |_| {},
         );
-        self.last_bgsave_ok = r.is_ok();
+        // Like Redis: a failed SAVE answers with its error but leaves the status (and so the
+        // MISCONF refusal) to background saves; a successful one clears it.
         let n = r?;
+        self.last_bgsave_ok = true;
+        self.rdb_saves += 1;
         self.dirty = 0;
         self.lastsave = unix_now();
         log(&format!(
@@ -316,14 +331,15 @@ impl Persist {
             // SAFETY: leave without running the parent's atexit handlers or destructors.
             unsafe { libc::_exit(code) };
         }
+        // Taken before anything else can overwrite errno.
+        let fork_err = std::io::Error::last_os_error();
         self.latest_fork_usec = t0.elapsed().as_micros() as u64;
         drop(wfd);
         if pid < 0 {
+            let e = fork_err;
             self.last_bgsave_ok = false;
-            return Err(format!(
-                "ERR fork failed: {}",
-                std::io::Error::last_os_error()
-            ));
+            log(&format!("Can't save in background: fork: {e}"));
+            return Err(format!("ERR fork failed: {e}"));
         }
         // SAFETY: setting O_NONBLOCK on our own fd.
         unsafe {
@@ -424,6 +440,7 @@ impl Persist {
         };
         self.current_cow = 0;
         if ok {
+            self.rdb_saves += 1;
             self.lastsave = unix_now();
             self.dirty = self.dirty.saturating_sub(self.dirty_at_fork);
             log(&format!(

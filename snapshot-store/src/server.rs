@@ -274,6 +274,10 @@ impl Server {
                     Ok(n) => {
                         c.end += n;
                         process(&mut self.st, c);
+                        if over_output_limit(&mut self.st, c) {
+                            dead = true;
+                            break;
+                        }
                         // A long pipeline: don't let its replies pile up until the input ends.
                         if c.out.len() - c.out_pos > FLUSH_AT && flush(c, self.poll.registry()) {
                             dead = true;
@@ -353,9 +357,30 @@ impl Server {
     }
 }
 
-/// Executes every complete command in the client's input.
+/// Like Redis's `client-output-buffer-limit` hard limit: a client whose unsent replies pass it
+/// is dropped (with its replies), so one that never reads can't grow our memory without bound.
+fn over_output_limit(st: &mut State, c: &Client) -> bool {
+    let pending = (c.out.len() - c.out_pos) as u64;
+    if st.output_limit == 0 || pending <= st.output_limit {
+        return false;
+    }
+    st.output_limit_disconnections += 1;
+    let name = c.conn.name.as_deref().unwrap_or_default().escape_ascii();
+    crate::log(&format!(
+        "Client name={name} closed for overcoming of output buffer limits \
+         ({pending} bytes pending, limit {})",
+        st.output_limit
+    ));
+    true
+}
+
+/// Executes every complete command in the client's input (stopping early once the replies
+/// pass the output limit: the client is then dropped).
 fn process(st: &mut State, c: &mut Client) {
     while c.start < c.end && !c.conn.close && !st.shutdown {
+        if st.output_limit > 0 && (c.out.len() - c.out_pos) as u64 > st.output_limit {
+            break;
+        }
         let authed = st.requirepass.is_none() || c.conn.authed;
         let buf = &mut c.inbuf[c.start..c.end];
         match c.parser.parse(buf, authed) {

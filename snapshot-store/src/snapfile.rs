@@ -18,6 +18,43 @@ pub fn temp_path(dir: &Path, pid: u32) -> PathBuf {
     dir.join(format!("temp-{pid}.rdb"))
 }
 
+/// Removes the temp files of saves that died with their process (a server killed mid-save:
+/// its child dies too, by PDEATHSIG, and leaves `temp-<pid>.rdb`). A file whose pid is still
+/// a live process is left alone: another server may be saving into the same directory.
+/// Returns the names removed.
+pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("temp-")?.strip_suffix(".rdb"))
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|&p| p > 0)
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            // unlink never follows a link, so a planted symlink is removed, not its target.
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing stale {}", e.path().display()))?;
+            removed.push(name.to_string_lossy().into_owned());
+        }
+    }
+    Ok(removed)
+}
+
+/// A process that exists and is not a zombie (a zombie writes nothing more; an unreaped one
+/// may stay so for long under an init that does not reap).
+fn process_alive(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 /// Bytes written between two fdatasync() calls while a snapshot is written, like Redis's
 /// `rdb-save-incremental-fsync`: the dirty page cache stays small, so the final fsync (and a
 /// FLUSHALL or SHUTDOWN waiting behind it) is short.

@@ -64,6 +64,14 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
             "rdb-key-save-delay",
             st.persist.key_save_delay_us.to_string(),
         ),
+        (
+            "stop-writes-on-bgsave-error",
+            yes_no(st.persist.stop_writes_on_bgsave_error).into(),
+        ),
+        (
+            "client-output-buffer-limit",
+            format!("normal {} 0 0", st.output_limit),
+        ),
         ("port", st.port.to_string()),
         ("bind", st.bind.clone()),
         ("databases", "1".into()),
@@ -71,6 +79,14 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
         ("dataset-pages", st.mode.name().into()),
         ("enable-debug-command", st.debug_mode.name().into()),
     ]
+}
+
+/// `normal <hard> 0 0` (Redis's syntax; the soft limit and its seconds must be 0 here).
+fn parse_output_limit(s: &str) -> Option<u64> {
+    match s.split_ascii_whitespace().collect::<Vec<_>>()[..] {
+        [class, hard, "0", "0"] if class.eq_ignore_ascii_case("normal") => hard.parse().ok(),
+        _ => None,
+    }
 }
 
 pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
@@ -116,6 +132,18 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
                 (
                     d.map(|d| st.persist.key_save_delay_us = d),
                     "argument must be a number of microseconds",
+                )
+            } else if args.is(i, "stop-writes-on-bgsave-error") {
+                let b = value.and_then(|s| crate::parse_yes_no(s).ok());
+                (
+                    b.map(|b| st.persist.stop_writes_on_bgsave_error = b),
+                    "argument must be 'yes' or 'no'",
+                )
+            } else if args.is(i, "client-output-buffer-limit") {
+                let l = value.and_then(parse_output_limit);
+                (
+                    l.map(|l| st.output_limit = l),
+                    "only the class 'normal' with a hard limit in bytes and no soft limit is supported",
                 )
             } else {
                 return resp::err(

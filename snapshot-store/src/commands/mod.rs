@@ -29,6 +29,10 @@ pub struct State {
     /// Set by SHUTDOWN (after its save succeeded): the loop exits.
     pub shutdown: bool,
     pub connected_clients: usize,
+    /// Bytes of pending replies past which a client is disconnected (0: no limit).
+    pub output_limit: u64,
+    /// Clients disconnected at that limit (INFO client_output_buffer_limit_disconnections).
+    pub output_limit_disconnections: u64,
 }
 
 pub struct Stats {
@@ -167,6 +171,17 @@ commands! {
     SHUTDOWN = "shutdown", -1;
 }
 
+impl Cmd {
+    /// Commands that change the dataset (Redis's `write` flag).
+    fn writes(self) -> bool {
+        use Cmd::*;
+        const WRITES: &[Cmd] = &[
+            SET, DEL, INCR, INCRBY, DECR, DECRBY, MSET, FLUSHALL, FLUSHDB, EXPIRE, PERSIST,
+        ];
+        WRITES.contains(&self)
+    }
+}
+
 pub fn cmd_name(id: usize) -> &'static str {
     SPECS.get(id).map_or("unknown", |s| s.0)
 }
@@ -233,6 +248,10 @@ pub(crate) const SYNTAX: &str = "ERR syntax error";
 const DEBUG_REFUSED: &str = "ERR DEBUG command not allowed. If the enable-debug-command option is \
     set to \"local\", you can run it from a local connection, otherwise you need to set this option \
     in the configuration file, and then restart the server.";
+const MISCONF: &str = "MISCONF Redis is configured to save RDB snapshots, but it's currently \
+    unable to persist to disk. Commands that may modify the data set are disabled, because this \
+    instance is configured to report errors during writes if RDB snapshotting fails \
+    (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.";
 pub(crate) const OOM: &str = "OOM command not allowed: the dataset arena could not map more memory";
 
 /// Executes one command; returns its id (for latency accounting) if it was a known command.
@@ -257,6 +276,11 @@ pub fn execute(st: &mut State, conn: &mut Conn, args: &Args, out: &mut Vec<u8>) 
     }
     if cmd == Cmd::DEBUG && !st.debug_mode.allows(conn.local) {
         resp::err(out, DEBUG_REFUSED);
+        return Some(cmd as usize);
+    }
+    // Redis refuses PING too, so a health check sees the failing disk.
+    if (cmd.writes() || cmd == Cmd::PING) && st.persist.writes_refused() {
+        resp::err(out, MISCONF);
         return Some(cmd as usize);
     }
     let now = now_ms();
