@@ -40,6 +40,15 @@ pub const NEEDS: &[Need] = &[
     },
     Need { command: "script", package: "bsdutils", tests: "xtask signals (Ctrl-C typed on a real terminal)" },
     Need { command: "objdump", package: "binutils", tests: "snapshot-user portability (the binary's glibc needs)" },
+    Need { command: "redis-check-rdb", package: "redis-tools", tests: "snapshot-store rdb and methods (Redis's own RDB checker)" },
+    Need { command: "strace", package: "strace", tests: "snapshot-store save_lifecycle (fsync order of the save child)" },
+    Need { command: "hostname", package: "hostname", tests: "snapshot-store hardening (DEBUG and --bind from a non-loopback address)" },
+    Need { command: "mkfs.ext4", package: "e2fsprogs", tests: "snapshot-store reliability (power loss on a loop device)" },
+    Need { command: "mount", package: "mount", tests: "snapshot-store reliability (full disk, power loss)" },
+    Need { command: "unshare", package: "util-linux", tests: "snapshot-user cli (check in a user namespace)" },
+    Need { command: "cc", package: "gcc", tests: "snapshot-user truth (ground-truth programs in C, io_uring and futex headers)" },
+    Need { command: "tmux", package: "tmux", tests: "snapshot-user run (the live report in a real terminal)" },
+    Need { command: "chromium", package: "chromium", tests: "snapshot-user run (the HTML report rendered headless)" },
 ];
 
 /// Installs the packages of every missing command, or says what to install.
