@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::{Setting, Sink, by_size, bytes, micros};
+use super::{SUMMARY_HEADER, Setting, Sink, by_size, bytes, micros, summary_cells};
 use crate::run::{
     compare::Comparison,
     sample::{End, Sample, Summary},
@@ -118,25 +118,10 @@ impl Sink for Lines {
 /// The snapshots side by side.
 pub fn table(summaries: &[Summary]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING).set_header([
-        "#", "FORK", "SECS", "COPIES", "COPIED", "SHARE", "AMPL", "WRITES/S", "P99 CHILD", "P99 NONE", "PREDICTED",
-        "ERROR",
-    ]);
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_header(SUMMARY_HEADER.map(|h| h.to_uppercase()));
     for s in summaries {
-        t.add_row([
-            s.index.to_string(),
-            micros(s.fork_usec),
-            format!("{:.2}", s.duration_s),
-            s.copies.to_string(),
-            bytes(s.copied_bytes),
-            format!("{:.1}%", s.copied_share * 100.0),
-            format!("{:.1}", s.amplification),
-            format!("{:.0}", s.writes_per_s),
-            micros(s.latency.child_alive.p99_us),
-            micros(s.latency.no_child.p99_us),
-            bytes(s.predicted_bytes),
-            format!("{:+.1}%", s.prediction_error * 100.0),
-        ]);
+        t.add_row(summary_cells(s));
     }
     t
 }

@@ -66,3 +66,26 @@ pub fn by_size(map: &std::collections::BTreeMap<u64, u64>) -> String {
     }
     map.iter().map(|(s, n)| format!("{}:{n}", bytes(*s).replace(".0 ", "").replace(' ', ""))).collect::<Vec<_>>().join(" ")
 }
+
+/// Column names of the per-snapshot table, for the plain and the live report.
+pub const SUMMARY_HEADER: [&str; 12] = [
+    "#", "fork", "secs", "copies", "copied", "share", "ampl", "writes/s", "p99 child", "p99 none", "predicted", "error",
+];
+
+/// One snapshot's row of that table.
+pub fn summary_cells(s: &Summary) -> [String; 12] {
+    [
+        s.index.to_string(),
+        micros(s.fork_usec),
+        format!("{:.2}", s.duration_s),
+        s.copies.to_string(),
+        bytes(s.copied_bytes),
+        format!("{:.1}%", s.copied_share * 100.0),
+        format!("{:.1}", s.amplification),
+        format!("{:.0}", s.writes_per_s),
+        micros(s.latency.child_alive.p99_us),
+        micros(s.latency.no_child.p99_us),
+        bytes(s.predicted_bytes),
+        format!("{:+.1}%", s.prediction_error * 100.0),
+    ]
+}

@@ -14,7 +14,7 @@ use ratatui::{
     widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph, Row, Table},
 };
 
-use super::{Setting, Sink, by_size, bytes, micros};
+use super::{SUMMARY_HEADER, Setting, Sink, by_size, bytes, micros, summary_cells};
 use crate::run::sample::{End, Sample, Summary};
 
 /// Samples kept for the chart.
@@ -214,27 +214,8 @@ fn render_chart(f: &mut Frame, area: Rect, copies: &VecDeque<(f64, f64)>, writes
 }
 
 fn snapshot_table(summaries: &[Summary]) -> Table<'static> {
-    let header = Row::new([
-        "#", "fork", "secs", "copies", "copied", "share", "ampl", "writes/s", "p99 child", "p99 none", "predicted",
-        "error",
-    ])
-    .bold();
-    let rows = summaries.iter().rev().take(8).map(|s| {
-        Row::new([
-            s.index.to_string(),
-            micros(s.fork_usec),
-            format!("{:.2}", s.duration_s),
-            s.copies.to_string(),
-            bytes(s.copied_bytes),
-            format!("{:.1}%", s.copied_share * 100.0),
-            format!("{:.1}", s.amplification),
-            format!("{:.0}", s.writes_per_s),
-            micros(s.latency.child_alive.p99_us),
-            micros(s.latency.no_child.p99_us),
-            bytes(s.predicted_bytes),
-            format!("{:+.1}%", s.prediction_error * 100.0),
-        ])
-    });
+    let header = Row::new(SUMMARY_HEADER).bold();
+    let rows = summaries.iter().rev().take(8).map(|s| Row::new(summary_cells(s)));
     let widths = [
         Constraint::Length(3),
         Constraint::Length(8),
