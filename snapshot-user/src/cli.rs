@@ -111,18 +111,30 @@ pub struct TraceArgs {
 /// A positive, finite time: a bare number of seconds or a humantime
 /// duration such as 500ms, 1.5s or 2m.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a positive time such as 10 (seconds), 1.5s, 500ms or 2m";
+    let duration = parse_time(text)?;
+    if duration.is_zero() {
+        return Err(format!("{:?} is zero: {TIME_HINT}", text.trim()));
+    }
+    Ok(duration)
+}
+
+/// A time in seconds for `snapshot run`, where 0 can mean "off": the same
+/// forms as `parse_duration`, so nan, inf and 1e300 are refused, not panics.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    parse_time(text).map(|d| d.as_secs_f64())
+}
+
+const TIME_HINT: &str = "expected a positive time such as 10 (seconds), 1.5s, 500ms or 2m";
+
+fn parse_time(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let duration = match text.parse::<f64>() {
-        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range: {HINT}"))?,
-        Err(_) => humantime::parse_duration(text).map_err(|e| format!("{e}: {HINT}"))?,
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range: {TIME_HINT}"))?,
+        Err(_) => humantime::parse_duration(text).map_err(|e| format!("{e}: {TIME_HINT}"))?,
     };
-    if duration.is_zero() {
-        return Err(format!("{text:?} is zero: {HINT}"));
-    }
     // Far beyond any trace; keeps deadline arithmetic from overflowing.
     if duration > Duration::from_secs(100 * 365 * 24 * 3600) {
-        return Err(format!("{text:?} is more than 100 years: {HINT}"));
+        return Err(format!("{text:?} is more than 100 years: {TIME_HINT}"));
     }
     Ok(duration)
 }

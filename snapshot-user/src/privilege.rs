@@ -42,21 +42,23 @@ fn identity(user: &User) -> Result<Identity> {
     Ok(Identity { uid: user.uid.as_raw(), gid: user.gid.as_raw(), groups: groups.iter().map(|g| g.as_raw()).collect() })
 }
 
-/// SUDO_UID and SUDO_GID, as sudo sets them for root's command.
+/// SUDO_UID and SUDO_GID, as sudo sets them for root's command. SUDO_UID
+/// alone (a wrapper that sets only it) still drops to that user, with the
+/// user's own group: keeping root there would be the unsafe guess.
 fn sudo_invoker() -> Result<Option<Identity>> {
     if !Uid::effective().is_root() {
         return Ok(None);
     }
-    let (Some(uid), Some(gid)) = (std::env::var_os("SUDO_UID"), std::env::var_os("SUDO_GID")) else {
-        return Ok(None);
-    };
+    let Some(uid) = std::env::var_os("SUDO_UID") else { return Ok(None) };
     let number = |name: &str, value: &std::ffi::OsStr| {
         value.to_str().and_then(|v| v.parse::<u32>().ok()).with_context(|| format!("{name}={value:?} is not a number"))
     };
-    let (uid, gid) = (number("SUDO_UID", &uid)?, number("SUDO_GID", &gid)?);
-    match User::from_uid(Uid::from_raw(uid)).ok().flatten() {
-        Some(user) => Ok(Some(Identity { gid, ..identity(&user)? })),
-        None => Ok(Some(Identity { uid, gid, groups: vec![gid] })),
+    let uid = number("SUDO_UID", &uid)?;
+    let gid = std::env::var_os("SUDO_GID").map(|gid| number("SUDO_GID", &gid)).transpose()?;
+    match (User::from_uid(Uid::from_raw(uid)).ok().flatten(), gid) {
+        (Some(user), gid) => Ok(Some(Identity { gid: gid.unwrap_or(user.gid.as_raw()), ..identity(&user)? })),
+        (None, Some(gid)) => Ok(Some(Identity { uid, gid, groups: vec![gid] })),
+        (None, None) => bail!("SUDO_UID={uid} names no user and SUDO_GID is not set: give the user with -u"),
     }
 }
 

@@ -77,6 +77,12 @@ fn plan(args: &TraceArgs) -> Result<Plan> {
         true => None,
         false => privilege::command_identity(args.user.as_deref())?,
     };
+    // Two reports in one place interleave into something neither reader can parse.
+    if let (Some(table), Some(json)) = (&args.output, &args.json)
+        && table == json
+    {
+        bail!("-o/--output and --json both name {}: give them different places", table.display());
+    }
     let table = Sink::open(args.output.as_deref(), Sink::Stderr).context("-o/--output")?;
     let json = args.json.as_deref().map(|p| Sink::open(Some(p), Sink::Stdout)).transpose().context("--json")?;
     let target = args.pid.map(resolve_pid).transpose()?;

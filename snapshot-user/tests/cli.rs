@@ -276,6 +276,19 @@ fn no_subcommand_prints_help_and_usage_shows_the_separator() {
 }
 
 #[test]
+fn table_and_json_in_one_place_are_refused_before_the_command_runs() {
+    let dir = temp_dir();
+    let marker = path(&dir, "ran");
+    let touch = format!("touch {}", marker.display());
+    for place in ["-".to_string(), path(&dir, "r").display().to_string()] {
+        let out = snapshot(&["trace", "-o", &place, "--json", &place, "--", "sh", "-c", &touch]);
+        assert_eq!(out.status.code(), Some(1), "{place}");
+        assert_eq!(text(&out.stderr), format!("snapshot: -o/--output and --json both name {place}: give them different places\n"));
+        assert!(!marker.exists(), "the command ran");
+    }
+}
+
+#[test]
 fn bad_durations_are_refused_with_the_accepted_forms() {
     for bad in [&["--duration", "inf"][..], &["--duration", "nan"], &["--interval", "0"], &["--duration=-5"], &["-i", "1e300"]] {
         let mut args = vec!["trace", "--all"];
@@ -324,6 +337,8 @@ fn capabilities_are_dropped_and_the_command_runs_as_the_invoker() {
     assert_eq!(identity_and_caps(&[], &[]), ("0".to_string(), vec![0]));
     // Through sudo: the invoking user runs it; CAP_KILL stays to pass signals on.
     assert_eq!(identity_and_caps(&sudo, &[]), ("65534".to_string(), vec![CAP_KILL]));
+    // SUDO_UID alone (no SUDO_GID) still drops to that user, never keeps root.
+    assert_eq!(identity_and_caps(&sudo[..1], &[]), ("65534".to_string(), vec![CAP_KILL]));
     // -u: like strace; root only when asked.
     assert_eq!(identity_and_caps(&sudo, &["-u", "root"]), ("0".to_string(), vec![0]));
     assert_eq!(identity_and_caps(&[], &["-u", "nobody"]), ("65534".to_string(), vec![CAP_KILL]));

@@ -321,6 +321,21 @@ fn bad_input_gets_one_clear_line_and_starts_nothing() {
 }
 
 #[test]
+fn times_take_units_and_bad_ones_are_refused_not_panics() {
+    // 5s is accepted: the run then stops at the next check (--keys 0), which
+    // proves the time parsed.
+    let out = Command::new(SNAPSHOT).args(["run", "--duration", "5s", "--every", "500ms", "--keys", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--keys must be at least 1"), "{err}");
+    for (option, bad) in [("--warmup", "inf"), ("--interval", "1e300"), ("--every", "nan"), ("--duration", "-5")] {
+        let out = Command::new(SNAPSHOT).args(["run", &format!("{option}={bad}")]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {bad}: {err}");
+        assert!(err.contains("expected a positive time such as 10 (seconds), 1.5s, 500ms or 2m"), "{option} {bad}: {err}");
+    }
+}
+
+#[test]
 fn connect_to_nothing_says_so() {
     if !privileged("connect_to_nothing_says_so") {
         return;

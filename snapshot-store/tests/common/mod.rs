@@ -497,3 +497,25 @@ pub fn private_dirty(pid: i32) -> u64 {
         })
         .sum()
 }
+
+/// True as root. Otherwise says the test's privileged part did not run and
+/// records its name in SNAPSHOT_SKIP_LOG, the file `cargo xtask test` counts
+/// (and fails on, unless --allow-skip), so an unprivileged run is never
+/// silently green.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{test}: CI must run the tests as root (huge page reservations)");
+    eprintln!("SKIPPED {test}: needs root (run `cargo xtask test` as root)");
+    if let Some(log) = std::env::var_os("SNAPSHOT_SKIP_LOG") {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("opening SNAPSHOT_SKIP_LOG {}: {e}", Path::new(&log).display()));
+        // One short write per line: O_APPEND keeps concurrent tests' lines whole.
+        file.write_all(format!("{test}\n").as_bytes()).expect("writing SNAPSHOT_SKIP_LOG");
+    }
+    false
+}

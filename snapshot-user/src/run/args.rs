@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::cli::parse_seconds;
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Keys in the dataset (loaded before the write load starts).
@@ -23,12 +25,12 @@ pub struct RunArgs {
     /// Share of the operations that are GETs (the rest are SETs), 0..1.
     #[arg(long, default_value_t = 0.0)]
     pub read_ratio: f64,
-    /// Start a snapshot (BGSAVE) every SECS seconds after the last one ended;
-    /// 0 leaves snapshots to the server's own save policy.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    /// Start a snapshot (BGSAVE) every TIME after the last one ended
+    /// (10, 1.5s, 500ms, 2m); 0 leaves snapshots to the server's own save policy.
+    #[arg(long, value_name = "TIME", default_value_t = 10.0, value_parser = parse_seconds)]
     pub every: f64,
-    /// Seconds of load before the first snapshot (a baseline for latency).
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    /// Time of load before the first snapshot (a baseline for latency).
+    #[arg(long, value_name = "TIME", default_value_t = 3.0, value_parser = parse_seconds)]
     pub warmup: f64,
     /// Share of the SETs that insert new keys (the dataset grows, and so
     /// does the store's hash table), 0..1.
@@ -38,11 +40,11 @@ pub struct RunArgs {
     /// does not): with --insert-ratio, shows what that costs in copies.
     #[arg(long)]
     pub resize_during_snapshot: bool,
-    /// Stop after SECS seconds of load (default: q or Ctrl-C).
-    #[arg(long, value_name = "SECS")]
+    /// Stop after this long under load: 10 (seconds), 1.5s, 500ms, 2m (default: q or Ctrl-C).
+    #[arg(long, value_name = "TIME", value_parser = parse_seconds)]
     pub duration: Option<f64>,
-    /// Seconds between samples (and screen refreshes).
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    /// Time between samples (and screen refreshes).
+    #[arg(long, value_name = "TIME", default_value_t = 1.0, value_parser = parse_seconds)]
     pub interval: f64,
     /// Plain text, one line per interval, instead of the live screen
     /// (the default when stdout is not a terminal).
