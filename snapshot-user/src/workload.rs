@@ -72,7 +72,8 @@ pub fn run(args: &WorkloadArgs) -> Result<ExitCode> {
     };
     let json = serde_json::to_string_pretty(&truth)?;
     match &args.truth {
-        Some(path) => std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => crate::output::create(path)
+            .and_then(|mut f| f.write_all(json.as_bytes()).with_context(|| format!("writing {}", path.display())))?,
         None => println!("{json}"),
     }
     Ok(ExitCode::SUCCESS)

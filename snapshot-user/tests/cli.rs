@@ -750,3 +750,36 @@ fn demo_follows_no_link_planted_in_tmpdir() {
     // Only the planted links are left: demo cleaned up its private directory.
     assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 2999);
 }
+
+#[test]
+fn report_files_are_not_written_through_links_planted_in_shared_dirs() {
+    if !privileged("report_files_are_not_written_through_links_planted_in_shared_dirs") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // As on hosts without the protection, so root follows another user's links.
+    let _links = Restore::set("/proc/sys/fs/protected_symlinks", "0");
+    let shared = temp_dir();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let private = temp_dir();
+    let victim = path(&private, "victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let planted = shared.path().join("report.json");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let out = snapshot(&["trace", "--json", planted.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refusing to write through"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n", "root wrote through a planted link");
+    // Our own link, and a new file, are fine.
+    let mine = shared.path().join("mine.json");
+    std::os::unix::fs::symlink(path(&private, "target.json"), &mine).unwrap();
+    let fresh = shared.path().join("fresh.json");
+    for dest in [&mine, &fresh] {
+        let out = snapshot(&["trace", "--json", dest.to_str().unwrap(), "--", "true"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert!(json(&path(&private, "target.json"))["schema_version"].is_number());
+    assert!(json(&fresh)["schema_version"].is_number());
+}

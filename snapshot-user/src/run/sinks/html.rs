@@ -49,7 +49,8 @@ impl Html {
             page.push_str(&part.body);
         }
         page.push_str("</body></html>\n");
-        std::fs::write(&self.path, page).with_context(|| format!("writing {}", self.path.display()))
+        let mut file = crate::output::create(&self.path)?;
+        std::io::Write::write_all(&mut file, page.as_bytes()).with_context(|| format!("writing {}", self.path.display()))
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Jsonl {
 
 impl Jsonl {
     pub fn create(path: &Path) -> Result<Jsonl> {
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let file = crate::output::create(path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Jsonl { out: BufWriter::new(file), path: path.display().to_string() })
     }
 
