@@ -19,7 +19,8 @@ pub fn temp_path(dir: &Path, pid: u32) -> PathBuf {
 }
 
 /// Removes the temp files of saves that died with their process (a server killed mid-save:
-/// its child dies too, by PDEATHSIG, and leaves `temp-<pid>.rdb`). A file whose pid is still
+/// its child dies too, by PDEATHSIG, and leaves `temp-<pid>.rdb`; a forkless save's thread dies
+/// with the server and leaves `temp-<pid>-forkless-<n>.rdb`). A file whose pid is still
 /// a live process is left alone: another server may be saving into the same directory.
 /// Returns the names removed.
 pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
@@ -30,7 +31,7 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("temp-")?.strip_suffix(".rdb"))
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .and_then(temp_pid)
             .filter(|&p| p > 0)
         else {
             continue;
@@ -43,6 +44,17 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// The pid in a temp file's name: `<pid>` (a fork child's) or `<pid>-forkless-<n>` (a forkless
+/// save's); None for any other name, which is left alone.
+fn temp_pid(rest: &str) -> Option<libc::pid_t> {
+    let pid = match rest.split_once("-forkless-") {
+        Some((pid, n)) if n.parse::<u64>().is_ok() => pid,
+        Some(_) => return None,
+        None => rest,
+    };
+    pid.parse().ok()
 }
 
 /// A process that exists and is not a zombie (a zombie writes nothing more; an unreaped one

@@ -361,11 +361,23 @@ fn stale_temp_files_removed_at_start() {
     gone.wait().expect("wait");
     let stale = dir.path().join(format!("temp-{gone_pid}.rdb"));
     let live = dir.path().join(format!("temp-{}.rdb", std::process::id()));
+    // A forkless save writes temp-<pid>-forkless-<n>.rdb from a thread of the server itself.
+    let stale_forkless = dir.path().join(format!("temp-{gone_pid}-forkless-3.rdb"));
+    let live_forkless = dir
+        .path()
+        .join(format!("temp-{}-forkless-0.rdb", std::process::id()));
     std::fs::write(&stale, b"half a snapshot").expect("write");
     std::fs::write(&live, b"another server's save").expect("write");
+    std::fs::write(&stale_forkless, b"half a forkless snapshot").expect("write");
+    std::fs::write(&live_forkless, b"another server's forkless save").expect("write");
     let s = Server::start(dir.path(), &["--save", ""]);
     assert!(!stale.exists(), "stale temp file kept");
     assert!(live.exists(), "a live process's temp file removed");
+    assert!(!stale_forkless.exists(), "stale forkless temp file kept");
+    assert!(
+        live_forkless.exists(),
+        "a live process's forkless temp file removed"
+    );
     assert!(s.log_text().contains(&format!(
         "Removed temp-{gone_pid}.rdb, left by a save that was killed"
     )));
