@@ -488,6 +488,21 @@ fn full_disk() {
     assert!(log.contains("No space left on device"), "{log}");
     assert!(log.contains("Background saving error"), "{log}");
 
+    // A forkless save (a thread of the server, no child) fails the same way.
+    assert_eq!(
+        c.cmd(&["bgsave", "forkless"]),
+        Reply::Simple("Background saving started".into())
+    );
+    let i = wait_save_end(&s, &mut c);
+    assert_eq!(field(&i, "rdb_last_bgsave_status"), "err");
+    assert_eq!(field(&i, "rdb_last_bgsave_method"), "forkless");
+    assert!(
+        std::fs::read(&dest).expect("snapshot") == old,
+        "old snapshot changed by the forkless save"
+    );
+    assert_eq!(temp_files(&disk.at), Vec::<String>::new());
+    assert!(s.log_text().contains("Background forkless saving error"));
+
     // Writes and PING refused like Redis; reads served.
     let misconf = error_text(c.cmd(&["set", "x", "1"]));
     assert!(misconf.starts_with("MISCONF "), "{misconf}");
