@@ -383,6 +383,37 @@ fn stale_temp_files_removed_at_start() {
     )));
 }
 
+/// SIGKILL of the server while a forkless save (a thread, no child) writes: the restart loads
+/// the previous snapshot and removes the killed save's temp file.
+#[test]
+fn sigkill_server_during_forkless_save() {
+    let dir = tempdir();
+    let mut s = Server::start(dir.path(), &["--save", ""]);
+    let mut c = s.connect();
+    assert_eq!(s.cli(&["debug", "populate", "2000", "key", "100"]), "OK");
+    ok(c.cmd(&["save"]));
+    let old = rdb_keys(&s.snapshot_path());
+    ok(c.cmd(&["set", "after", "the snapshot"]));
+    ok(c.cmd(&["config", "set", "rdb-key-save-delay", "2000"]));
+    assert_eq!(
+        c.cmd(&["bgsave", "forkless"]),
+        Reply::Simple("Background saving started".into())
+    );
+    s.wait_until("the forkless temp file", 10, || {
+        !temp_files(dir.path()).is_empty()
+    });
+    s.kill9();
+    assert_eq!(temp_files(dir.path()).len(), 1);
+
+    let s = Server::start(dir.path(), &["--save", ""]);
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(rdb_keys(&s.snapshot_path()), old);
+    let mut c = s.connect();
+    assert_eq!(c.cmd(&["dbsize"]), Reply::Int(old.len() as i64));
+    assert_eq!(c.cmd(&["get", "after"]), Reply::Bulk(None));
+    assert!(s.log_text().contains("left by a save that was killed"));
+}
+
 /// Holds the machine-state lock (a failed test must not block the others).
 fn machine_state() -> std::sync::MutexGuard<'static, ()> {
     MACHINE_STATE.lock().unwrap_or_else(|e| e.into_inner())
