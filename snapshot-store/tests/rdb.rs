@@ -21,51 +21,62 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path) -> Redis {
-        // Probe a free port; the server's own bind then tells whether it was taken meanwhile.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.join("redis.log");
-        let child = Command::new(tool("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-            .args(["--daemonize", "no", "--dbfilename", "dump.rdb", "--logfile"])
-            .arg(&log)
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut r = Redis {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = r.child.try_wait().expect("wait").is_some();
-            assert!(
-                !exited && Instant::now() < deadline,
-                "redis-server did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // A port probed free may be taken by another process before redis-server binds it;
+        // then a connect can reach that other server. Only our server's log line proves the
+        // port is ours (it comes after the file is loaded); if ours exits, try another port.
+        for _ in 0..20 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let log = dir.join("redis.log");
+            let _ = std::fs::remove_file(&log);
+            let child = Command::new(tool("redis-server"))
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+                .args(["--daemonize", "no", "--dbfilename", "dump.rdb", "--logfile"])
+                .arg(&log)
+                .arg("--dir")
+                .arg(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut r = Redis {
+                child,
+                port,
+                dir: dir.to_path_buf(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if r.child.try_wait().expect("wait").is_some() {
+                    assert!(
+                        text.contains("Address already in use"),
+                        "redis-server exited:\n{text}"
+                    );
+                    break;
+                }
+                if text.contains("Ready to accept connections") {
+                    assert_eq!(r.connect().cmd(&["ping"]), Reply::Simple("PONG".into()));
+                    return r;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server did not start:\n{text}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        // Redis accepts connections before it has loaded its file: wait for PONG.
-        while r.connect().cmd(&["ping"]) != Reply::Simple("PONG".into()) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
+        panic!("redis-server found no free port in 20 tries");
     }
 
     fn connect(&self) -> Resp {
