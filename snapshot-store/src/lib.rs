@@ -48,7 +48,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
     /// Directory holding the snapshot file and the temp files of saves in progress; must exist,
-    /// and is refused if world-writable (unless sticky and owned by this user, like /tmp for root).
+    /// and is refused if world-writable (unless sticky and owned by this user, like /tmp for root;
+    /// there a snapshot that is a link or another user's file is not loaded).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Password clients must give with AUTH before any other command (none by default).

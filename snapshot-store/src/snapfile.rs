@@ -19,7 +19,8 @@ pub fn temp_path(dir: &Path, pid: u32) -> PathBuf {
 }
 
 /// Removes the temp files of saves that died with their process (a server killed mid-save:
-/// its child dies too, by PDEATHSIG, and leaves `temp-<pid>.rdb`). A file whose pid is still
+/// its child dies too, by PDEATHSIG, and leaves `temp-<pid>.rdb`; a forkless save's thread dies
+/// with the server and leaves `temp-<pid>-forkless-<n>.rdb`). A file whose pid is still
 /// a live process is left alone: another server may be saving into the same directory.
 /// Returns the names removed.
 pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
@@ -30,7 +31,7 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("temp-")?.strip_suffix(".rdb"))
-            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .and_then(temp_pid)
             .filter(|&p| p > 0)
         else {
             continue;
@@ -43,6 +44,17 @@ pub fn remove_stale_temps(dir: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// The pid in a temp file's name: `<pid>` (a fork child's) or `<pid>-forkless-<n>` (a forkless
+/// save's); None for any other name, which is left alone.
+fn temp_pid(rest: &str) -> Option<libc::pid_t> {
+    let pid = match rest.split_once("-forkless-") {
+        Some((pid, n)) if n.parse::<u64>().is_ok() => pid,
+        Some(_) => return None,
+        None => rest,
+    };
+    pid.parse().ok()
 }
 
 /// A process that exists and is not a zombie (a zombie writes nothing more; an unreaped one
@@ -187,13 +199,52 @@ pub fn publish(tmp: &Path, dest: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens the snapshot to load, None if there is none. In a world-writable (sticky) directory
+/// another user may have created the name first: a link is not followed and a file that is not
+/// ours is refused. Never blocks on a FIFO, and refuses anything but a regular file.
+fn open_snapshot(path: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let ctx = || format!("opening snapshot {}", path.display());
+    let shared = path
+        .parent()
+        .and_then(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| m.mode() & 0o002 != 0);
+    let nofollow = if shared { libc::O_NOFOLLOW } else { 0 };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | nofollow)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => anyhow::bail!(
+            "snapshot {} is a symbolic link in a world-writable directory: refusing to follow it",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(ctx),
+    };
+    let m = file.metadata().with_context(ctx)?;
+    if !m.is_file() {
+        anyhow::bail!("snapshot {} is not a regular file", path.display());
+    }
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    if shared && m.uid() != me {
+        anyhow::bail!(
+            "snapshot {} is owned by uid {}, not by this user, in a world-writable directory: \
+             refusing to load what another user could have planted",
+            path.display(),
+            m.uid()
+        );
+    }
+    Ok(Some(file))
+}
+
 /// Loads `path` into `table`. Ok(None) if there is no file. Expired keys are dropped.
 /// Returns the number of keys in the file.
 pub fn load(path: &Path, table: &mut Table, now: i64) -> Result<Option<u64>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening snapshot {}", path.display())),
+    let Some(file) = open_snapshot(path)? else {
+        return Ok(None);
     };
     let size = file
         .metadata()

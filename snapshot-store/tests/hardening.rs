@@ -78,6 +78,45 @@ fn world_writable_dir_and_path_dbfilename_are_refused() {
     assert!(dir.path().join("mine.rdb").is_file());
 }
 
+/// In a sticky world-writable directory (accepted, like /tmp for root) another user can create
+/// the snapshot's name before the server starts: a link, a FIFO or a file of theirs must not be
+/// followed, block the start, or be loaded as the dataset.
+#[test]
+fn a_snapshot_planted_in_a_shared_dir_is_refused() {
+    let dir = tempdir();
+    let s = Server::start(dir.path(), &["--save", ""]);
+    assert_eq!(s.cli(&["set", "planted", "by another user"]), "OK");
+    assert_eq!(s.cli(&["save"]), "OK");
+    let rdb = s.snapshot_path();
+    drop(s);
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let snap = shared.join("dump.rdb");
+
+    std::os::unix::fs::symlink(&rdb, &snap).unwrap();
+    let log = start_fails(&shared, &["--save", ""]);
+    assert!(log.contains("symbolic link"), "{log}");
+    std::fs::remove_file(&snap).unwrap();
+
+    let c = std::ffi::CString::new(snap.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    let log = start_fails(&shared, &["--save", ""]);
+    assert!(log.contains("not a regular file"), "{log}");
+    std::fs::remove_file(&snap).unwrap();
+
+    std::fs::copy(&rdb, &snap).unwrap();
+    std::os::unix::fs::chown(&snap, Some(65534), None).unwrap();
+    let log = start_fails(&shared, &["--save", ""]);
+    assert!(log.contains("owned by uid 65534"), "{log}");
+
+    // Ours, it loads.
+    std::os::unix::fs::chown(&snap, Some(unsafe { libc::geteuid() }), None).unwrap();
+    let s = Server::start(&shared, &["--save", ""]);
+    assert_eq!(s.cli(&["get", "planted"]), "\"by another user\"");
+}
+
 #[test]
 fn debug_is_gated_and_bounded() {
     let dir = tempdir();

@@ -7,69 +7,40 @@ use common::{Reply, Resp, Server, Started, encode, tempdir, tool};
 use snapshot_store::{PagesMode, snapfile, table::Table};
 use std::collections::BTreeMap;
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// A real redis-server in its own directory, on a free port, killed by pid when dropped.
+/// A real redis-server writing its file into a directory of the test, killed when dropped.
 struct Redis {
-    child: Child,
-    port: u16,
+    server: common::Redis,
     dir: PathBuf,
 }
 
 impl Redis {
+    /// redis-server with its file in `dir`; the shared starter waits for this server's own
+    /// "Ready" log line (a port probed free can be taken by another process meanwhile, and a
+    /// connect would then reach that other server) and tries another port if ours is taken.
     fn start(dir: &Path) -> Redis {
-        // Probe a free port; the server's own bind then tells whether it was taken meanwhile.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.join("redis.log");
-        let child = Command::new(tool("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
-            .args(["--daemonize", "no", "--dbfilename", "dump.rdb", "--logfile"])
-            .arg(&log)
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut r = Redis {
-            child,
-            port,
+        let d = dir.to_str().expect("utf-8 dir");
+        let server = common::Redis::start(&[
+            "--dir",
+            d,
+            "--dbfilename",
+            "dump.rdb",
+            "--enable-debug-command",
+            "yes",
+        ]);
+        Redis {
+            server,
             dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let exited = r.child.try_wait().expect("wait").is_some();
-            assert!(
-                !exited && Instant::now() < deadline,
-                "redis-server did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        // Redis accepts connections before it has loaded its file: wait for PONG.
-        while r.connect().cmd(&["ping"]) != Reply::Simple("PONG".into()) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
     }
 
     fn connect(&self) -> Resp {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        let s =
+            TcpStream::connect(("127.0.0.1", self.server.port)).expect("connect to redis-server");
         s.set_read_timeout(Some(Duration::from_secs(120)))
             .expect("timeout");
         Resp {
@@ -80,13 +51,6 @@ impl Redis {
 
     fn dump_path(&self) -> PathBuf {
         self.dir.join("dump.rdb")
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

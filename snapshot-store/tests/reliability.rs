@@ -361,14 +361,57 @@ fn stale_temp_files_removed_at_start() {
     gone.wait().expect("wait");
     let stale = dir.path().join(format!("temp-{gone_pid}.rdb"));
     let live = dir.path().join(format!("temp-{}.rdb", std::process::id()));
+    // A forkless save writes temp-<pid>-forkless-<n>.rdb from a thread of the server itself.
+    let stale_forkless = dir.path().join(format!("temp-{gone_pid}-forkless-3.rdb"));
+    let live_forkless = dir
+        .path()
+        .join(format!("temp-{}-forkless-0.rdb", std::process::id()));
     std::fs::write(&stale, b"half a snapshot").expect("write");
     std::fs::write(&live, b"another server's save").expect("write");
+    std::fs::write(&stale_forkless, b"half a forkless snapshot").expect("write");
+    std::fs::write(&live_forkless, b"another server's forkless save").expect("write");
     let s = Server::start(dir.path(), &["--save", ""]);
     assert!(!stale.exists(), "stale temp file kept");
     assert!(live.exists(), "a live process's temp file removed");
+    assert!(!stale_forkless.exists(), "stale forkless temp file kept");
+    assert!(
+        live_forkless.exists(),
+        "a live process's forkless temp file removed"
+    );
     assert!(s.log_text().contains(&format!(
         "Removed temp-{gone_pid}.rdb, left by a save that was killed"
     )));
+}
+
+/// SIGKILL of the server while a forkless save (a thread, no child) writes: the restart loads
+/// the previous snapshot and removes the killed save's temp file.
+#[test]
+fn sigkill_server_during_forkless_save() {
+    let dir = tempdir();
+    let mut s = Server::start(dir.path(), &["--save", ""]);
+    let mut c = s.connect();
+    assert_eq!(s.cli(&["debug", "populate", "2000", "key", "100"]), "OK");
+    ok(c.cmd(&["save"]));
+    let old = rdb_keys(&s.snapshot_path());
+    ok(c.cmd(&["set", "after", "the snapshot"]));
+    ok(c.cmd(&["config", "set", "rdb-key-save-delay", "2000"]));
+    assert_eq!(
+        c.cmd(&["bgsave", "forkless"]),
+        Reply::Simple("Background saving started".into())
+    );
+    s.wait_until("the forkless temp file", 10, || {
+        !temp_files(dir.path()).is_empty()
+    });
+    s.kill9();
+    assert_eq!(temp_files(dir.path()).len(), 1);
+
+    let s = Server::start(dir.path(), &["--save", ""]);
+    assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+    assert_eq!(rdb_keys(&s.snapshot_path()), old);
+    let mut c = s.connect();
+    assert_eq!(c.cmd(&["dbsize"]), Reply::Int(old.len() as i64));
+    assert_eq!(c.cmd(&["get", "after"]), Reply::Bulk(None));
+    assert!(s.log_text().contains("left by a save that was killed"));
 }
 
 /// Holds the machine-state lock (a failed test must not block the others).
@@ -475,6 +518,21 @@ fn full_disk() {
     let log = s.log_text();
     assert!(log.contains("No space left on device"), "{log}");
     assert!(log.contains("Background saving error"), "{log}");
+
+    // A forkless save (a thread of the server, no child) fails the same way.
+    assert_eq!(
+        c.cmd(&["bgsave", "forkless"]),
+        Reply::Simple("Background saving started".into())
+    );
+    let i = wait_save_end(&s, &mut c);
+    assert_eq!(field(&i, "rdb_last_bgsave_status"), "err");
+    assert_eq!(field(&i, "rdb_last_bgsave_method"), "forkless");
+    assert!(
+        std::fs::read(&dest).expect("snapshot") == old,
+        "old snapshot changed by the forkless save"
+    );
+    assert_eq!(temp_files(&disk.at), Vec::<String>::new());
+    assert!(s.log_text().contains("Background forkless saving error"));
 
     // Writes and PING refused like Redis; reads served.
     let misconf = error_text(c.cmd(&["set", "x", "1"]));
