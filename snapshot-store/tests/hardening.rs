@@ -7,6 +7,24 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
+/// Sets `fs.protected_symlinks` to 0 and puts the old value back when dropped, even when the test fails.
+struct ProtectedSymlinks(String);
+
+impl ProtectedSymlinks {
+    const FILE: &str = "/proc/sys/fs/protected_symlinks";
+    fn off() -> ProtectedSymlinks {
+        let old = std::fs::read_to_string(Self::FILE).unwrap();
+        std::fs::write(Self::FILE, "0").unwrap();
+        ProtectedSymlinks(old.trim().to_string())
+    }
+}
+
+impl Drop for ProtectedSymlinks {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::FILE, &self.0);
+    }
+}
+
 fn start_fails(dir: &std::path::Path, extra: &[&str]) -> String {
     match Server::try_start(dir, extra, None) {
         Started::Up(_) => panic!("server started with {extra:?}"),
@@ -19,14 +37,21 @@ fn start_fails(dir: &std::path::Path, extra: &[&str]) -> String {
 
 #[test]
 fn a_planted_temp_link_is_not_followed_and_snapshots_are_private() {
-    let dir = tempdir();
-    let s = Server::start(dir.path(), &["--save", ""]);
-    assert_eq!(s.cli(&["set", "k", "* * * * * root evil"]), "OK");
-    // SAVE writes temp-<server pid>: plant that name as a link to a file we care about.
-    let victim = dir.path().join("victim");
+    // As on a host without the kernel's protection: root would follow another user's link.
+    let _links = ProtectedSymlinks::off();
+    let top = tempdir();
+    let victim = top.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    let link = dir.path().join(format!("temp-{}.rdb", s.pid));
+    // A shared directory like /tmp: sticky, world-writable, owned by root (so the store accepts it).
+    let shared = top.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let s = Server::start(&shared, &["--save", ""]);
+    assert_eq!(s.cli(&["set", "k", "* * * * * root evil"]), "OK");
+    // SAVE writes temp-<server pid>: another user (nobody) plants that name as a link to a file we care about.
+    let link = shared.join(format!("temp-{}.rdb", s.pid));
     std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
     assert_eq!(s.cli(&["save"]), "OK");
     assert_eq!(
         std::fs::read(&victim).unwrap(),
