@@ -13,7 +13,8 @@ pub fn run(tools: &crate::tools::Tools, args: &[OsString], allow_skip: bool) -> 
     std::fs::File::create_new(&log).with_context(|| format!("creating {}", log.display()))?;
     step("testing: cargo test --release (privileged tests need root)");
     let status = crate::cargo(tools)
-        .args(["test", "--release"])
+        // Every test binary runs even after a failure, so the skip count below is complete.
+        .args(["test", "--release", "--no-fail-fast"])
         .args(args)
         .env("SNAPSHOT_SKIP_LOG", &log)
         // Under sudo, `snapshot trace` runs commands as the invoking user; the
