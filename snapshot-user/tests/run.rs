@@ -331,3 +331,74 @@ fn connect_to_nothing_says_so() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("nothing listens on 127.0.0.1:{port}")), "{err}");
 }
+
+fn nr_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap().trim().parse().unwrap()
+}
+
+/// The pids of `pid`'s children (its main thread's: `run` starts the store from it).
+fn children(pid: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().map(|p| p.parse().unwrap()).collect()
+}
+
+#[test]
+fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
+    if !privileged("sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let before = nr_hugepages();
+    // Puts the pool back even when the test fails (after the store is gone: it is dropped later).
+    let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &before.to_string());
+    // 2 M keys take seconds to load: the signal comes while they load.
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let pid = run.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        if let Some(&store) = children(pid).first() {
+            break store;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
+        assert!(Instant::now() < deadline, "no store within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _store = KillPid(store);
+    assert!(nr_hugepages() > before, "no huge pages reserved");
+    // Past the store's start and the tracer's attach, into the load.
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = run.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(nr_hugepages(), before, "huge pages not given back (status {status}, stderr {err})");
+    assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store (pid {store}) outlived the run");
+    assert!(!status.success(), "a run stopped while loading succeeded");
+    assert!(err.contains("stopped"), "no reason given: {err}");
+}
+
+/// Kills a process the test did not start but must not leave behind (a store the run orphaned).
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // Only that store: the pid may have been reused once it was gone.
+        let is_store = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"snapshot-run-"))
+        };
+        if !is_store(self.0) {
+            return;
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        // Wait until its huge pages are free, so the pool can shrink (a zombie's cmdline is empty).
+        while is_store(self.0) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
