@@ -402,3 +402,45 @@ impl Drop for KillPid {
         }
     }
 }
+
+#[test]
+fn sigkill_of_the_run_stops_the_store() {
+    if !privileged("sigkill_of_the_run_stops_the_store") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // A killed run cannot give the huge pages back itself (the README says so): the test does.
+    let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &nr_hugepages().to_string());
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let pid = run.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        if let Some(&store) = children(pid).first() {
+            break store;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
+        assert!(Instant::now() < deadline, "no store within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let store_guard = KillPid(store);
+    std::thread::sleep(Duration::from_millis(1500));
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    // The store gets SIGTERM from the kernel when its parent dies; it exits on its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alive = loop {
+        let alive = std::fs::read(format!("/proc/{store}/cmdline")).is_ok_and(|c| !c.is_empty());
+        if !alive || Instant::now() > deadline {
+            break alive;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(store_guard);
+    assert!(!alive, "the store (pid {store}) outlived a killed run");
+}
