@@ -444,3 +444,36 @@ fn sigkill_of_the_run_stops_the_store() {
     drop(store_guard);
     assert!(!alive, "the store (pid {store}) outlived a killed run");
 }
+
+#[test]
+fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
+    if !privileged("ctrl_c_on_the_live_screen_while_loading_stops_the_run") {
+        return;
+    }
+    let dir = temp_dir();
+    let socket = path(&dir, "tmux.sock");
+    let _server = KillTmux(socket.clone());
+    // 2 M keys take seconds to load; the screen is in raw mode then, so Ctrl-C is a key, not SIGINT.
+    let command = format!("{SNAPSHOT} run --keys 2000000 --duration 60; echo EXITED $?; sleep 30");
+    let started = tmux(&socket, &["new-session", "-d", "-s", "run", "-x", "160", "-y", "45", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let capture = || String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "run"]).stdout).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !capture().contains("loading ") {
+        assert!(Instant::now() < deadline, "no loading bar within 60 s:\n{}", capture());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tmux(&socket, &["send-keys", "-t", "run", "C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let screen = loop {
+        let screen = capture();
+        if screen.contains("EXITED") {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "Ctrl-C did not stop the run:\n{screen}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Stopped before the load finished: the error names it, and no live report was shown.
+    assert!(screen.contains("stopped while loading the dataset"), "{screen}");
+    assert!(!screen.contains("EXITED 0"), "{screen}");
+}

@@ -38,8 +38,8 @@ pub fn key_of_rank(rank: u64, keys: u64) -> u64 {
 
 /// Loads keys 0..keys with values of `value_size` bytes, pipelined, with a
 /// progress bar on stderr.
-/// Gives up between batches once `stop` is set (Ctrl-C, SIGTERM).
-pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &AtomicBool) -> Result<()> {
+/// Gives up between batches once `stop` says so (Ctrl-C, SIGTERM, q on the live screen).
+pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &mut dyn FnMut() -> Result<bool>) -> Result<()> {
     let mut conn = Conn::connect(addr)?;
     let bar = indicatif::ProgressBar::new(keys).with_style(
         indicatif::ProgressStyle::with_template("loading {pos}/{len} keys {wide_bar} {per_sec} eta {eta}")
@@ -48,9 +48,9 @@ pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &AtomicBoo
     let value = vec![b'v'; value_size];
     let mut next = 0;
     while next < keys {
-        if stop.load(Ordering::Relaxed) {
+        if stop()? {
             bar.finish_and_clear();
-            bail!("stopped by a signal while loading the dataset ({next} of {keys} keys loaded)");
+            bail!("stopped while loading the dataset ({next} of {keys} keys loaded)");
         }
         let end = (next + LOAD_BATCH).min(keys);
         for i in next..end {

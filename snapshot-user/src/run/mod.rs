@@ -98,7 +98,15 @@ fn workload(
     };
     let tracer = tracer::Tracer::attach(target.pid)?;
     if !args.no_load {
-        load::populate(target.addr, args.keys, args.value_size, stop)?;
+        // The live screen holds the terminal in raw mode: Ctrl-C and q are keys there, not signals.
+        let mut quit = || -> Result<bool> {
+            let mut quit = stop.load(Ordering::Relaxed);
+            for sink in sinks.iter_mut() {
+                quit |= sink.quit_requested()?;
+            }
+            Ok(quit)
+        };
+        load::populate(target.addr, args.keys, args.value_size, &mut quit)?;
     }
     let mut conn = Conn::connect(target.addr)?;
     let info = conn.info("all")?;
