@@ -62,6 +62,8 @@ fn json_lines_agree_with_an_independent_tracer_and_private_dirty() {
     if !privileged("json_lines_agree_with_an_independent_tracer_and_private_dirty") {
         return;
     }
+    // Not beside the tests that load 2 M keys: its snapshots are timed on a 2-core machine.
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir();
     let json = path(&dir, "run.jsonl");
     let html = path(&dir, "report.html");
@@ -450,6 +452,7 @@ fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
     if !privileged("ctrl_c_on_the_live_screen_while_loading_stops_the_run") {
         return;
     }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir();
     let socket = path(&dir, "tmux.sock");
     let _server = KillTmux(socket.clone());
