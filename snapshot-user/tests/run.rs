@@ -62,6 +62,8 @@ fn json_lines_agree_with_an_independent_tracer_and_private_dirty() {
     if !privileged("json_lines_agree_with_an_independent_tracer_and_private_dirty") {
         return;
     }
+    // Not beside the tests that load 2 M keys: its snapshots are timed on a 2-core machine.
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir();
     let json = path(&dir, "run.jsonl");
     let html = path(&dir, "report.html");
@@ -345,4 +347,151 @@ fn connect_to_nothing_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("nothing listens on 127.0.0.1:{port}")), "{err}");
+}
+
+fn nr_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap().trim().parse().unwrap()
+}
+
+/// The pids of `pid`'s children (its main thread's: `run` starts the store from it).
+fn children(pid: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().map(|p| p.parse().unwrap()).collect()
+}
+
+#[test]
+fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
+    if !privileged("sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let before = nr_hugepages();
+    // Puts the pool back even when the test fails (after the store is gone: it is dropped later).
+    let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &before.to_string());
+    // 2 M keys take seconds to load: the signal comes while they load.
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let pid = run.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        if let Some(&store) = children(pid).first() {
+            break store;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
+        assert!(Instant::now() < deadline, "no store within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _store = KillPid(store);
+    assert!(nr_hugepages() > before, "no huge pages reserved");
+    // Past the store's start and the tracer's attach, into the load.
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = run.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(nr_hugepages(), before, "huge pages not given back (status {status}, stderr {err})");
+    assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store (pid {store}) outlived the run");
+    assert!(!status.success(), "a run stopped while loading succeeded");
+    assert!(err.contains("stopped"), "no reason given: {err}");
+}
+
+/// Kills a process the test did not start but must not leave behind (a store the run orphaned).
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // Only that store: the pid may have been reused once it was gone.
+        let is_store = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(13).any(|w| w == b"snapshot-run-"))
+        };
+        if !is_store(self.0) {
+            return;
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        // Wait until its huge pages are free, so the pool can shrink (a zombie's cmdline is empty).
+        while is_store(self.0) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn sigkill_of_the_run_stops_the_store() {
+    if !privileged("sigkill_of_the_run_stops_the_store") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // A killed run cannot give the huge pages back itself (the README says so): the test does.
+    let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &nr_hugepages().to_string());
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let pid = run.0.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let store = loop {
+        if let Some(&store) = children(pid).first() {
+            break store;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
+        assert!(Instant::now() < deadline, "no store within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let store_guard = KillPid(store);
+    std::thread::sleep(Duration::from_millis(1500));
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    // The store gets SIGTERM from the kernel when its parent dies; it exits on its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alive = loop {
+        let alive = std::fs::read(format!("/proc/{store}/cmdline")).is_ok_and(|c| !c.is_empty());
+        if !alive || Instant::now() > deadline {
+            break alive;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(store_guard);
+    assert!(!alive, "the store (pid {store}) outlived a killed run");
+}
+
+#[test]
+fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
+    if !privileged("ctrl_c_on_the_live_screen_while_loading_stops_the_run") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let socket = path(&dir, "tmux.sock");
+    let _server = KillTmux(socket.clone());
+    // 2 M keys take seconds to load; the screen is in raw mode then, so Ctrl-C is a key, not SIGINT.
+    let command = format!("{SNAPSHOT} run --keys 2000000 --duration 60; echo EXITED $?; sleep 30");
+    let started = tmux(&socket, &["new-session", "-d", "-s", "run", "-x", "160", "-y", "45", &command]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let capture = || String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "run"]).stdout).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !capture().contains("loading ") {
+        assert!(Instant::now() < deadline, "no loading bar within 60 s:\n{}", capture());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tmux(&socket, &["send-keys", "-t", "run", "C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let screen = loop {
+        let screen = capture();
+        if screen.contains("EXITED") {
+            break screen;
+        }
+        assert!(Instant::now() < deadline, "Ctrl-C did not stop the run:\n{screen}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Stopped before the load finished: the error names it, and no live report was shown.
+    assert!(screen.contains("stopped while loading the dataset"), "{screen}");
+    assert!(!screen.contains("EXITED 0"), "{screen}");
 }

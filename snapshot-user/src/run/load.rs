@@ -38,7 +38,8 @@ pub fn key_of_rank(rank: u64, keys: u64) -> u64 {
 
 /// Loads keys 0..keys with values of `value_size` bytes, pipelined, with a
 /// progress bar on stderr.
-pub fn populate(addr: SocketAddr, keys: u64, value_size: usize) -> Result<()> {
+/// Gives up between batches once `stop` says so (Ctrl-C, SIGTERM, q on the live screen).
+pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &mut dyn FnMut() -> Result<bool>) -> Result<()> {
     let mut conn = Conn::connect(addr)?;
     let bar = indicatif::ProgressBar::new(keys).with_style(
         indicatif::ProgressStyle::with_template("loading {pos}/{len} keys {wide_bar} {per_sec} eta {eta}")
@@ -47,6 +48,10 @@ pub fn populate(addr: SocketAddr, keys: u64, value_size: usize) -> Result<()> {
     let value = vec![b'v'; value_size];
     let mut next = 0;
     while next < keys {
+        if stop()? {
+            bar.finish_and_clear();
+            bail!("stopped while loading the dataset ({next} of {keys} keys loaded)");
+        }
         let end = (next + LOAD_BATCH).min(keys);
         for i in next..end {
             conn.push(&[b"SET", key(i).as_bytes(), &value]);

@@ -38,6 +38,12 @@ const FINISH_WAIT: Duration = Duration::from_secs(120);
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     args.validate()?;
     crate::kernel::Caps::current()?.require_tracing()?;
+    // Installed before anything is reserved or started: a signal at any point
+    // unwinds, so the huge pages go back and the store is stopped.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+    }
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let mut sinks = open_sinks(&args, tui)?;
     let modes: Vec<Option<PagesMode>> = match args.connect {
@@ -47,12 +53,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut last = Vec::new();
     for mode in modes {
-        let outcome = workload(&args, mode, &mut sinks);
+        let outcome = workload(&args, mode, &mut sinks, &stop);
         // The screen is restored before an error is printed.
         let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
         let observed = setting.pages_observed.clone().unwrap_or_default();
         rows.push(compare::row(mode.map_or("server's", PagesMode::name), &observed, &end, &summaries));
         last = summaries;
+        // Stopped: the page sizes not run yet are not started.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
     }
     if rows.len() > 1 {
         let comparison = compare::Comparison { kind: "comparison", rows };
@@ -76,6 +86,7 @@ fn workload(
     args: &RunArgs,
     mode: Option<PagesMode>,
     sinks: &mut [Box<dyn Sink>],
+    stop: &AtomicBool,
 ) -> Result<(Setting, sample::End, Vec<sample::Summary>)> {
     let _huge = match mode {
         Some(PagesMode::Hugetlb) => Some(hugetlb::reserve(hugetlb::pages_for(args.keys, args.value_size))?),
@@ -87,7 +98,15 @@ fn workload(
     };
     let tracer = tracer::Tracer::attach(target.pid)?;
     if !args.no_load {
-        load::populate(target.addr, args.keys, args.value_size)?;
+        // The live screen holds the terminal in raw mode: Ctrl-C and q are keys there, not signals.
+        let mut quit = || -> Result<bool> {
+            let mut quit = stop.load(Ordering::Relaxed);
+            for sink in sinks.iter_mut() {
+                quit |= sink.quit_requested()?;
+            }
+            Ok(quit)
+        };
+        load::populate(target.addr, args.keys, args.value_size, &mut quit)?;
     }
     let mut conn = Conn::connect(target.addr)?;
     let info = conn.info("all")?;
@@ -141,7 +160,7 @@ fn workload(
         value_size: args.value_size as u64,
         dataset_bytes: dataset,
     };
-    let outcome = Sampler::new(setup).and_then(|sampler| drive(args, sampler, &mut conn, &shared, sinks, &loader));
+    let outcome = Sampler::new(setup).and_then(|sampler| drive(args, sampler, &mut conn, &shared, sinks, &loader, stop));
     shared.stop.store(true, Ordering::Relaxed);
     let loaded = loader.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
     let _ = watcher.join();
@@ -178,18 +197,15 @@ fn drive(
     shared: &load::Shared,
     sinks: &mut [Box<dyn Sink>],
     loader: &std::thread::JoinHandle<Result<()>>,
+    stop: &AtomicBool,
 ) -> Result<(sample::End, Vec<sample::Summary>)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
-    }
     let start = Instant::now();
     let period = Duration::from_secs_f64(args.interval);
     let mut next = start + period;
     let mut next_snapshot = start + Duration::from_secs_f64(args.warmup);
     let mut ending: Option<Instant> = None;
     loop {
-        let quit = wait_until(next, sinks, &stop)?;
+        let quit = wait_until(next, sinks, stop)?;
         next += period;
         let (sample, summary) = sampler.sample()?;
         for sink in sinks.iter_mut() {

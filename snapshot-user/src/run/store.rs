@@ -7,6 +7,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::{SocketAddr, ToSocketAddrs},
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
@@ -42,7 +43,22 @@ impl Drop for Server {
 pub fn start(pages: snapshot_store::PagesMode, resize_during_snapshot: bool) -> Result<Target> {
     let dir = tempfile::Builder::new().prefix("snapshot-run-").tempdir().context("creating a private temp dir")?;
     let exe = std::env::current_exe().context("finding the snapshot binary")?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+    // The store is stopped with this run even when the run is killed (SIGKILL, OOM killer).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--pages", pages.name(), "--dir"])
         .arg(dir.path())
         .args(resize_during_snapshot.then_some("--resize-during-snapshot"))
