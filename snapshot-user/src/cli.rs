@@ -30,11 +30,15 @@ pub enum Command {
     /// measured from /proc/self/pagemap (the ground truth tests compare with).
     Workload(WorkloadArgs),
     /// Trace the built-in forking workload and print the report beside its
-    /// own pagemap count (what `cargo xtask run` shows).
+    /// own pagemap count.
     Demo,
     /// The live COW report: a store (or --connect SERVER) under a write load,
     /// snapshotted on a policy, traced, with a predicted peak per snapshot.
     Run(crate::run::args::RunArgs),
+    /// Serve every process's copies as Prometheus metrics (needs root).
+    Exporter(crate::exporter::ExporterArgs),
+    /// The processes making copy-on-write copies now, machine-wide (needs root).
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Args, Debug)]

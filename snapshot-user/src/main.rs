@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod check;
 mod cli;
+mod exporter;
 mod kernel;
 mod loader;
 mod output;
@@ -14,6 +15,7 @@ mod report;
 mod run;
 mod serve;
 mod spawn;
+mod top;
 mod trace;
 mod workload;
 
@@ -62,6 +64,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Workload(args) => workload::run(&args),
         cli::Command::Demo => demo(),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Exporter(args) => exporter::run(args),
+        cli::Command::Top(args) => top::run(args),
     }
 }
 

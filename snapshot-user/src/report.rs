@@ -94,6 +94,13 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// Drops the final records kept so far: a long-running reader that has
+    /// folded them into its own totals keeps memory bounded this way.
+    pub fn forget(&mut self) {
+        self.exited.clear();
+        self.ended.clear();
+    }
+
     /// Takes every record waiting in the ring buffer.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {

@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -51,10 +50,6 @@ fn setting(path: &Path, run: &mut Child) -> Value {
         assert!(Instant::now() < deadline, "no setting line within 60 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub const NEEDS: &[Need] = &[
     Need { command: "unshare", package: "util-linux", tests: "snapshot-user cli (check in a user namespace)" },
     Need { command: "cc", package: "gcc", tests: "snapshot-user truth (ground-truth programs in C, io_uring and futex headers)" },
     Need { command: "tmux", package: "tmux", tests: "snapshot-user run (the live report in a real terminal)" },
+    Need { command: "prometheus", package: "prometheus", tests: "snapshot-user exporter (a real Prometheus scrapes the exporter)" },
+    Need { command: "promtool", package: "prometheus", tests: "snapshot-user exporter (promtool check metrics on the endpoint)" },
     Need { command: "chromium", package: "chromium", tests: "snapshot-user run (the HTML report rendered headless)" },
 ];
 

@@ -20,7 +20,7 @@ mod hugetlb;
 mod load;
 mod predict;
 mod resp;
-mod sample;
+pub(crate) mod sample;
 mod sinks;
 mod store;
 mod tracer;

@@ -133,3 +133,8 @@ fn hugepages_free() -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("HugePages_Free in /proc/meminfo")
 }
+
+/// A port free now, for a server that cannot be told to pick its own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

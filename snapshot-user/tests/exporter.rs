@@ -1,0 +1,348 @@
+//! `snapshot exporter` scraped by a real Prometheus server, its figures
+//! checked against `snapshot trace --json` for the same run, and its output
+//! linted by Prometheus's own promtool.
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    os::unix::process::CommandExt as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use common::{SNAPSHOT, free_port, json, path, privileged, temp_dir};
+
+/// Kills a server the test started, by its pid, when the test ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the exporter on a port the kernel picks; returns it and its address.
+fn exporter() -> (Server, String) {
+    let mut child = Command::new(SNAPSHOT)
+        .args(["exporter", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting snapshot exporter");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("reading the exporter's stderr");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("the exporter did not say where it serves: {line:?}"))
+        .to_string();
+    (Server(child), addr)
+}
+
+/// A plain HTTP/1.0 GET: the body, after checking the status is 200.
+fn get(addr: &str, target: &str) -> String {
+    let mut stream =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("sending the request");
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .expect("reading the response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {target}: {head}"
+    );
+    body.to_string()
+}
+
+/// Starts Prometheus with a private config and data dir, scraping `target` every second.
+fn prometheus(dir: &tempfile::TempDir, target: &str) -> (Server, String) {
+    let config = path(dir, "prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: snapshot\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            path(dir, "data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting prometheus (apt-get install prometheus)");
+    (Server(child), addr)
+}
+
+/// An instant PromQL query's vector, as (labels, value) pairs.
+fn query(addr: &str, promql: &str) -> Vec<(serde_json::Value, f64)> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = get(addr, &format!("/api/v1/query?query={encoded}"));
+    let reply: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(reply["status"], "success", "{promql}: {body}");
+    reply["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].clone(),
+                r["value"][1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for Prometheus to answer queries at all.
+fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() || !ready(addr) {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ready(addr: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = write!(stream, "GET /-/ready HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200")
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Waits until Prometheus holds a sample of `series` taken at or after `time`
+/// (a sample's own timestamp, not the query's).
+fn wait_for_scrape_after(prom: &str, series: &str, time: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stamps = query(prom, &format!("min(timestamp({series}))"));
+        if stamps.first().is_some_and(|(_, t)| *t >= time) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape after {time} reached prometheus: {stamps:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_same_copied_bytes_as_the_json_report() {
+    if !privileged("prometheus_scrapes_the_same_copied_bytes_as_the_json_report") {
+        return;
+    }
+    let dir = temp_dir();
+    // A name of its own: the exporter and the tracer are `snapshot` too.
+    let work = path(&dir, "cowwork");
+    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let (_exporter, metrics) = exporter();
+    let (_prometheus, prom) = prometheus(&dir, &metrics);
+    wait_ready(&prom);
+    let report = path(&dir, "report.json");
+    // The tracer counts processes named cowwork from their exec on; spawned
+    // with vfork, the workload copies nothing before it, so both tracers see
+    // the same copies.
+    let mut trace = Command::new(SNAPSHOT)
+        .args([
+            "trace",
+            "--comm",
+            "cowwork",
+            "--json",
+            report.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(path(&dir, "table.txt"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running snapshot trace");
+    let mut note = String::new();
+    BufReader::new(trace.stderr.take().unwrap())
+        .read_line(&mut note)
+        .unwrap();
+    assert!(note.contains("tracing"), "{note}");
+    let series = "snapshot_cow_copied_bytes_total{comm=\"cowwork\"}";
+    // Twice: the second run's counts add to the first's, which has exited.
+    for _ in 0..2 {
+        let status = Command::new(&work)
+            .args(["workload", "--pages", "8192", "--forks", "3"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running the workload");
+        assert!(status.success(), "workload: {status}");
+        // Prometheus sees each run's end before the next starts.
+        wait_for_scrape_after(&prom, series, unix_now());
+    }
+    // SAFETY: kill sends a signal to the tracer this test started.
+    assert_eq!(unsafe { libc::kill(trace.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.wait().unwrap().success());
+    let report = json(&report);
+    let traced: u64 = report["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cow_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        traced >= 2 * 8192 * 4096,
+        "both runs copied their pages: {traced}"
+    );
+    let scraped = query(&prom, &format!("sum({series})"));
+    assert_eq!(scraped.len(), 1, "{scraped:?}");
+    assert_eq!(
+        scraped[0].1 as u64, traced,
+        "prometheus's copied bytes for cowwork vs the JSON report"
+    );
+    let up = query(&prom, "up{job=\"snapshot\"}");
+    assert_eq!(up.first().map(|(_, v)| *v), Some(1.0), "{up:?}");
+}
+
+#[test]
+fn promtool_accepts_the_metrics() {
+    if !privileged("promtool_accepts_the_metrics") {
+        return;
+    }
+    let (_exporter, addr) = exporter();
+    // Something forks and copies, so every family has series.
+    let status = Command::new(SNAPSHOT)
+        .args(["workload", "--pages", "256", "--forks", "1"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = get(&addr, "/metrics");
+    for name in [
+        "snapshot_cow_copies_total{",
+        "snapshot_cow_copied_bytes_total{",
+        "snapshot_tracer_lost_records_total{",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The metric names a PromQL expression uses (this project's start with `snapshot_`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("snapshot_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_dashboard_query_names_a_served_metric() {
+    if !privileged("every_dashboard_query_names_a_served_metric") {
+        return;
+    }
+    let (_exporter, addr) = exporter();
+    // A shell whose subshell lives on without exec: a live fork, so the
+    // per-fork gauges have series too.
+    let mut shell = Command::new("sh")
+        .args(["-c", "(sleep 60; :) & wait"])
+        .process_group(0)
+        .spawn()
+        .expect("running sh");
+    let group = shell.id() as i32;
+    let workload = Command::new(SNAPSHOT)
+        .args(["workload", "--pages", "256", "--forks", "1"])
+        .stdout(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = get(&addr, "/metrics");
+        if text.contains("\nsnapshot_live_forks{") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: kill signals the process group this test started.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = shell.wait();
+    assert!(workload.expect("running the workload").success());
+    let served: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("reading the dashboard"))
+            .expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("each panel has targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expr");
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr} names no metric");
+            for name in names {
+                assert!(
+                    served.contains(&name.as_str()),
+                    "{expr}: {name} is not served:\n{text}"
+                );
+            }
+        }
+    }
+}
