@@ -8,7 +8,7 @@ use aya_ebpf::{
 
 use crate::{
     kernel::{cfg, finished_faults},
-    maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy},
+    maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy, uncount_copy},
 };
 
 /// `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
@@ -41,8 +41,11 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
         return;
     }
     let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;
+    let split;
     unsafe {
         let done = finished_faults() != (*pending).faults;
+        // The fault flushed, counted a hugetlb copy, and still allocates: a THP split.
+        split = !done && (*pending).flushed != 0;
         (*pending).address = 0;
         (*pending).flushed = 0;
         if done {
@@ -62,6 +65,9 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
+    if split {
+        uncount_copy(stats, cfg!(huge_order), unsafe { (*pending).charged });
+    }
     if zero {
         // The write replaced the shared zero page: a fill, not a copy.
         unsafe { add(&raw mut (*stats).zero_fills, 1) };

@@ -9,7 +9,7 @@ use snapshot_common::ProcStats;
 
 use crate::{
     kernel::{cfg, finished_faults, read},
-    maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats, record_copy},
+    maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats},
 };
 
 /// x86 page fault error code: the page was present (a protection fault) ...
@@ -90,21 +90,17 @@ fn on_fault(address: u64, error_code: u64) {
     }
 }
 
-/// Counts what the thread's previous fault was, once it is over:
-/// - a hugetlb copy if it flushed the TLB and allocated nothing from the page
-///   allocator (hugetlb copies come from a pool; a THP split flushes too, and
-///   then its 4 KiB copy allocates);
+/// Counts what the thread's previous fault was, once it is over (its hugetlb
+/// copy, if any, was counted at its flush, inside the fault):
 /// - a file copy if it was a not-present write that allocated a page and
 ///   mapped it as anonymous (`MM_ANONPAGES`) without a swap-in: the private
 ///   copy of a page-cache page (`do_cow_fault`).
 #[inline(always)]
 pub fn settle(stats: *mut ProcStats, pending: *mut Pending) {
-    let order = cfg!(huge_order);
     unsafe {
         if (*pending).flushed != 0 {
             (*pending).flushed = 0;
             (*pending).address = 0;
-            record_copy(stats, order);
         }
         if (*pending).kind == NOT_PRESENT && (*pending).copied != 0 {
             if (*pending).anon != 0 && (*pending).swap == 0 {

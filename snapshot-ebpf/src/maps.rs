@@ -157,13 +157,19 @@ pub fn record_copy(stats: *mut ProcStats, order: u32) -> u64 {
 /// or without a fork. It is a file copy instead.
 #[inline(always)]
 pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
+    uncount_copy(stats, order, charged);
+    unsafe { add(&raw mut (*stats).file_copies, 1) };
+}
+
+/// Takes back a copy counted by [`record_copy`] and charged to `charged`.
+#[inline(always)]
+pub fn uncount_copy(stats: *mut ProcStats, order: u32, charged: u64) {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
     unsafe {
         add(&raw mut (*stats).cow_copies, u64::MAX);
         add(&raw mut (*stats).cow_bytes, bytes.wrapping_neg());
         add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
-        add(&raw mut (*stats).file_copies, 1);
     }
     if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
         if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {

@@ -4,13 +4,14 @@
 //! pass through the page allocator, so this flush is the copy's only trace.
 //! Fires machine-wide: for a task with no pending write fault, one pointer test.
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 
 use crate::{
     kernel::{cfg, finished_faults},
-    maps::PENDING,
+    maps::{PENDING, PROCS, record_copy},
 };
 
 /// `(int reason, unsigned long pages)`
@@ -34,12 +35,21 @@ fn on_flush(reason: u64) {
         return;
     }
     let Some(pending) = PENDING.current(false) else { return };
+    let order = cfg!(huge_order);
     unsafe {
-        if (*pending).address == 0 || (*pending).hugetlb == 0 {
+        if (*pending).address == 0 || (*pending).hugetlb == 0 || (*pending).flushed != 0 {
             return;
         }
-        if finished_faults() == (*pending).faults {
-            (*pending).flushed = 1;
+        if finished_faults() != (*pending).faults {
+            return;
         }
+        // Charged now, inside the fault, while the fork whose sharing made the
+        // copy surely still lives (counted later, a last copy could find it
+        // ended). A 4 KiB allocation later in the same fault (a THP split)
+        // takes it back.
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
+        (*pending).flushed = 1;
+        (*pending).charged = record_copy(stats, order);
     }
 }
