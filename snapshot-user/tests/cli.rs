@@ -721,20 +721,35 @@ fn every_json_field_is_documented_in_the_readme() {
     }
 }
 
+/// A sticky world-writable directory like /tmp, a file root cares about in a private one, and
+/// `fs.protected_symlinks` off (as on hosts without it, so root follows another user's links).
+struct Planting {
+    _links: Restore,
+    shared: tempfile::TempDir,
+    private: tempfile::TempDir,
+    victim: std::path::PathBuf,
+}
+
+impl Planting {
+    fn new() -> Planting {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _links = Restore::set("/proc/sys/fs/protected_symlinks", "0");
+        let shared = temp_dir();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let private = temp_dir();
+        let victim = path(&private, "victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        Planting { _links, shared, private, victim }
+    }
+}
+
 #[test]
 fn demo_follows_no_link_planted_in_tmpdir() {
     if !privileged("demo_follows_no_link_planted_in_tmpdir") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt as _;
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    // As on hosts without the protection, so root follows another user's links.
-    let _links = Restore::set("/proc/sys/fs/protected_symlinks", "0");
-    let shared = temp_dir();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let private = temp_dir();
-    let victim = path(&private, "victim");
-    std::fs::write(&victim, "precious\n").unwrap();
+    let Planting { _links, shared, private: _private, victim } = Planting::new();
     // The attacker (nobody) plants links under every name the next pids would give.
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").unwrap().trim().parse().unwrap();
     for pid in last + 1..last + 3000 {
@@ -756,15 +771,8 @@ fn report_files_are_not_written_through_links_planted_in_shared_dirs() {
     if !privileged("report_files_are_not_written_through_links_planted_in_shared_dirs") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt as _;
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    // As on hosts without the protection, so root follows another user's links.
-    let _links = Restore::set("/proc/sys/fs/protected_symlinks", "0");
-    let shared = temp_dir();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let private = temp_dir();
-    let victim = path(&private, "victim");
-    std::fs::write(&victim, "precious\n").unwrap();
+    let Planting { _links, shared, private, victim } = Planting::new();
     let planted = shared.path().join("report.json");
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
     std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();

@@ -368,23 +368,8 @@ fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
     // Puts the pool back even when the test fails (after the store is gone: it is dropped later).
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &before.to_string());
     // 2 M keys take seconds to load: the signal comes while they load.
-    let run = Command::new(SNAPSHOT)
-        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut run = Reap(run);
+    let (mut run, store) = hugetlb_run_with_its_store(Stdio::piped());
     let pid = run.0.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let store = loop {
-        if let Some(&store) = children(pid).first() {
-            break store;
-        }
-        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
-        assert!(Instant::now() < deadline, "no store within 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
     let _store = KillPid(store);
     assert!(nr_hugepages() > before, "no huge pages reserved");
     // Past the store's start and the tracer's attach, into the load.
@@ -397,6 +382,26 @@ fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
     assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store (pid {store}) outlived the run");
     assert!(!status.success(), "a run stopped while loading succeeded");
     assert!(err.contains("stopped"), "no reason given: {err}");
+}
+
+/// Starts a 2 M-key hugetlb run (seconds of loading) and waits for the store it starts.
+fn hugetlb_run_with_its_store(stderr: Stdio) -> (Reap, u32) {
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(&store) = children(run.0.id()).first() {
+            return (run, store);
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
+        assert!(Instant::now() < deadline, "no store within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Kills a process the test did not start but must not leave behind (a store the run orphaned).
@@ -427,23 +432,7 @@ fn sigkill_of_the_run_stops_the_store() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     // A killed run cannot give the huge pages back itself (the README says so): the test does.
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &nr_hugepages().to_string());
-    let run = Command::new(SNAPSHOT)
-        .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut run = Reap(run);
-    let pid = run.0.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let store = loop {
-        if let Some(&store) = children(pid).first() {
-            break store;
-        }
-        assert!(run.0.try_wait().unwrap().is_none(), "snapshot run exited before starting the store");
-        assert!(Instant::now() < deadline, "no store within 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut run, store) = hugetlb_run_with_its_store(Stdio::null());
     let store_guard = KillPid(store);
     std::thread::sleep(Duration::from_millis(1500));
     run.0.kill().unwrap();
