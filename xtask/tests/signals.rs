@@ -36,11 +36,14 @@ fn ctrl_c_on_a_terminal_reaches_the_command_once_and_xtask_waits() {
     // Counts the SIGINTs it gets; exits 10 + count half a second after the first.
     let script = "n=0; trap 'n=$((n+1))' INT; echo ready; \
                   while [ $n -eq 0 ]; do sleep 0.05; done; sleep 0.5; exit $((10 + n))";
-    // The script goes through the environment: `script` runs the command with sh -c.
-    let inner = format!("'{XTASK}' exec -- sh -c \"$SIGNAL_SCRIPT\"");
+    // The script goes through the environment: `script` runs the command with
+    // `$SHELL -c`. `exec` replaces that shell by xtask: dash (SHELL unset, as
+    // under CI) would otherwise wait for xtask and die of the same Ctrl-C (130).
+    let inner = format!("exec '{XTASK}' exec -- sh -c \"$SIGNAL_SCRIPT\"");
     let mut term = Command::new("script")
         .args(["--quiet", "--return", "--command", &inner, "/dev/null"])
         .env("SIGNAL_SCRIPT", script)
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
