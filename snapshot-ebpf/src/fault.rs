@@ -1,6 +1,6 @@
 //! `exceptions:page_fault_user` (x86): every user page fault, at its entry.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
@@ -8,7 +8,7 @@ use aya_ebpf::{
 use snapshot_common::ProcStats;
 
 use crate::{
-    kernel::{cfg, finished_faults, read},
+    kernel::finished_faults,
     maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats},
 };
 
@@ -86,7 +86,6 @@ fn on_fault(address: u64, error_code: u64) {
         (*pending).faults = finished_faults();
         (*pending).kind = kind;
         (*pending).copied = 0;
-        (*pending).hugetlb = u32::from(kind == WRITE_PROTECT && maps_hugetlb());
     }
 }
 
@@ -109,17 +108,4 @@ pub fn settle(stats: *mut ProcStats, pending: *mut Pending) {
             (*pending).copied = 0;
         }
     }
-}
-
-/// Does the current process map any hugetlb page (`mm->hugetlb_usage`)?
-/// Only then can a write fault copy without allocating.
-#[inline(always)]
-fn maps_hugetlb() -> bool {
-    let offset = cfg!(mm_hugetlb_usage);
-    if offset == 0 {
-        return false; // a kernel without hugetlb
-    }
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let Some(mm) = read::<*const u8>(task, cfg!(task_mm)) else { return false };
-    read::<i64>(mm, offset).is_some_and(|pages| pages > 0)
 }

@@ -63,11 +63,34 @@ pub fn task(task: *const u8) -> Option<Task> {
     })
 }
 
+/// The current task (for [`read`]).
+#[inline(always)]
+pub fn current_task() -> *const u8 {
+    unsafe { aya_ebpf::helpers::bpf_get_current_task() as *const u8 }
+}
+
 /// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
 /// bumps at the end of each fault it handled (`mm_account_fault`).
 #[inline(always)]
 pub fn finished_faults() -> u64 {
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    finished_faults_of(current_task())
+}
+
+#[inline(always)]
+pub fn finished_faults_of(task: *const u8) -> u64 {
     // maj_flt follows min_flt (the loader checks).
     read::<[u64; 2]>(task, cfg!(task_min_flt)).map_or(0, |[min, maj]| min.wrapping_add(maj))
+}
+
+/// Does `task`'s process map any hugetlb page (`mm->hugetlb_usage`)? Only
+/// then can a write fault copy without allocating. Asked at a flush inside a
+/// write fault, not at every write fault: two reads spared on each of those.
+#[inline(always)]
+pub fn maps_hugetlb(task: *const u8) -> bool {
+    let offset = cfg!(mm_hugetlb_usage);
+    if offset == 0 {
+        return false; // a kernel without hugetlb
+    }
+    let Some(mm) = read::<*const u8>(task, cfg!(task_mm)) else { return false };
+    read::<i64>(mm, offset).is_some_and(|pages| pages > 0)
 }

@@ -46,8 +46,6 @@ pub struct Pending {
     /// (io-wq workers and kernel threads on a user mm make no syscalls that
     /// could end the mark).
     pub faults: u64,
-    /// The process mapped hugetlb pages at the fault.
-    pub hugetlb: u32,
     /// The fault flushed a TLB entry before any allocation: a hugetlb copy,
     /// unless a 4 KiB copy (after a THP split) still allocates.
     pub flushed: u32,
@@ -139,11 +137,8 @@ pub fn new_proc(tgid: u32, ppid: u32) -> Option<*mut ProcStats> {
 pub fn record_copy(stats: *mut ProcStats, order: u32) -> u64 {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
-    unsafe {
-        add(&raw mut (*stats).cow_copies, 1);
-        add(&raw mut (*stats).cow_bytes, bytes);
-        add(&raw mut (*stats).copies_by_order[slot], 1);
-    }
+    // `cow_copies` and `cow_bytes` are summed from this in user space.
+    unsafe { add(&raw mut (*stats).copies_by_order[slot], 1) };
     let target = target(stats);
     if charge_fork(target, bytes, 1) {
         return target;
@@ -166,11 +161,7 @@ pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
 pub fn uncount_copy(stats: *mut ProcStats, order: u32, charged: u64) {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
-    unsafe {
-        add(&raw mut (*stats).cow_copies, u64::MAX);
-        add(&raw mut (*stats).cow_bytes, bytes.wrapping_neg());
-        add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
-    }
+    unsafe { add(&raw mut (*stats).copies_by_order[slot], u64::MAX) };
     if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
         if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {
             add(p, u64::MAX);

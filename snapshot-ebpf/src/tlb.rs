@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{cfg, finished_faults},
-    maps::{PENDING, PROCS, record_copy},
+    kernel::{cfg, current_task, finished_faults_of, maps_hugetlb},
+    maps::{PENDING, PROCS, WRITE_PROTECT, record_copy},
 };
 
 /// `(int reason, unsigned long pages)`
@@ -37,10 +37,12 @@ fn on_flush(reason: u64) {
     let Some(pending) = PENDING.current(false) else { return };
     let order = cfg!(huge_order);
     unsafe {
-        if (*pending).address == 0 || (*pending).hugetlb == 0 || (*pending).flushed != 0 {
+        // A 4 KiB copy allocated (and cleared `address`) before its flush.
+        if (*pending).address == 0 || (*pending).kind != WRITE_PROTECT || (*pending).flushed != 0 {
             return;
         }
-        if finished_faults() != (*pending).faults {
+        let task = current_task();
+        if finished_faults_of(task) != (*pending).faults || !maps_hugetlb(task) {
             return;
         }
         // Charged now, inside the fault, while the fork whose sharing made the

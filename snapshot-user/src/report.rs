@@ -167,10 +167,10 @@ fn process(s: &ProcStats, exited: bool) -> Process {
         pid: s.tgid,
         ppid,
         comm: comm_string(&s.comm),
-        cow_copies: s.cow_copies,
-        cow_bytes: s.cow_bytes,
+        cow_copies: s.cow_copies(),
+        cow_bytes: s.cow_bytes(page.trailing_zeros()),
         file_copies: s.file_copies,
-        wp_reuse: s.wp_faults.saturating_sub(s.cow_copies + s.zero_fills),
+        wp_reuse: s.wp_faults.saturating_sub(s.cow_copies() + s.zero_fills),
         wp_faults: s.wp_faults,
         zero_fills: s.zero_fills,
         faults: s.faults,
@@ -334,7 +334,6 @@ mod tests {
     fn reuses_exclude_copies_and_zero_fills() {
         let mut s = ProcStats::new(7, 1, *b"proc\0\0\0\0\0\0\0\0\0\0\0\0");
         s.wp_faults = 100;
-        s.cow_copies = 60;
         s.zero_fills = 10;
         s.copies_by_order[0] = 58;
         s.copies_by_order[9] = 2;
@@ -343,5 +342,7 @@ mod tests {
         assert_eq!(p.comm, "proc");
         assert_eq!(p.copies_by_size.get(&4096), Some(&58));
         assert_eq!(p.copies_by_size.get(&(2 << 20)), Some(&2));
+        assert_eq!(p.cow_copies, 60);
+        assert_eq!(p.cow_bytes, 58 * 4096 + 2 * (2 << 20));
     }
 }
