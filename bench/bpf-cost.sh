@@ -6,14 +6,28 @@
 # (map, populate, fork, the parent rewrites every page) under the name
 # cowbench, traced with `snapshot trace --comm cowbench` (MODE=comm) or
 # `--all` (MODE=all). ROUNDS rounds, OLD and NEW interleaved. Needs root and bpftool.
+# HUGETLB=1: the workload is bench/forkrewrite.c with one 2 MiB hugetlb page
+# mapped beside the 4 KiB pages it rewrites (vm.nr_hugepages is raised to 2
+# if lower, and restored); needs gcc.
 set -euo pipefail
 OLD=$1 NEW=$2
 ROUNDS=${ROUNDS:-5} PAGES=${PAGES:-131072} MODE=${MODE:-comm}
 TMP=$(mktemp -d /tmp/bpf-cost.XXXXXX)
 STATS=$(cat /proc/sys/kernel/bpf_stats_enabled)
-cleanup() { echo "$STATS" > /proc/sys/kernel/bpf_stats_enabled; rm -rf "$TMP"; }
+HUGEPAGES=$(cat /proc/sys/vm/nr_hugepages)
+cleanup() {
+  echo "$STATS" > /proc/sys/kernel/bpf_stats_enabled
+  echo "$HUGEPAGES" > /proc/sys/vm/nr_hugepages
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 cp "$OLD" "$TMP/old"; cp "$NEW" "$TMP/new"; cp "$NEW" "$TMP/cowbench"
+workload=("$TMP/cowbench" workload --memory private --pages "$PAGES" --no-pagemap)
+if [[ ${HUGETLB:-0} == 1 ]]; then
+  gcc -O2 -Wall -o "$TMP/cowbench" "$(dirname "$0")/forkrewrite.c"
+  (( HUGEPAGES >= 2 )) || echo 2 > /proc/sys/vm/nr_hugepages
+  workload=("$TMP/cowbench" "$PAGES" hugetlb)
+fi
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
 select=(--comm cowbench); [[ $MODE == all ]] && select=(--all)
 for round in $(seq "$ROUNDS"); do
@@ -21,7 +35,7 @@ for round in $(seq "$ROUNDS"); do
     "$TMP/$which" trace "${select[@]}" 2> "$TMP/err" > /dev/null &
     tracer=$!
     until grep -q "snapshot: tracing" "$TMP/err"; do sleep 0.05; done
-    "$TMP/cowbench" workload --memory private --pages "$PAGES" --no-pagemap > /dev/null
+    "${workload[@]}" > /dev/null
     bpftool prog show --json > "$TMP/progs.json"
     kill -INT "$tracer"; wait "$tracer" || true
     python3 - "$which" "$round" "$PAGES" "$TMP/progs.json" <<'PY'

@@ -4,10 +4,13 @@
  * times: fork() (the child waits on a pipe) -> the parent writes one byte per
  * page (each write = one COW copy) -> the child is released and reaped.
  * Prints: fork_us rewrite_us total_us (total = fork .. child reaped).
- * Usage: forkrewrite PAGES */
+ * Usage: forkrewrite PAGES [hugetlb]: with "hugetlb", the process also maps
+ * and touches one 2 MiB MAP_HUGETLB page first (needs vm.nr_hugepages > 0),
+ * which the tracer's hugetlb path must not make every 4 KiB fault pay for. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +26,11 @@ static double now_us(void) {
 int main(int argc, char **argv) {
     size_t pages = argc > 1 ? strtoul(argv[1], NULL, 10) : 262144;
     size_t len = pages * 4096;
+    if (argc > 2 && strcmp(argv[2], "hugetlb") == 0) {
+        char *h = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+        if (h == MAP_FAILED) { perror("mmap MAP_HUGETLB"); return 1; }
+        h[0] = 1;
+    }
     volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) { perror("mmap"); return 1; }
     for (size_t i = 0; i < pages; i++) p[i * 4096] = 1;

@@ -19,9 +19,10 @@ MUTANTS = [
     ("snapshot-ebpf/src/alloc.rs", "let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;", "let zero = false;",
      ["zero_page_fills_are_not_copies", "pages_dropped_then_written"],
      "alloc: __GFP_ZERO ignored, zero fills counted as copies"),
-    ("snapshot-ebpf/src/fault.rs", "        (*pending).hugetlb = u32::from(kind == WRITE_PROTECT && maps_hugetlb());",
-     "        (*pending).hugetlb = u32::from(kind == WRITE_PROTECT && maps_hugetlb());\n"
-     "        if (*pending).hugetlb != 0 { crate::maps::record_copy(stats, cfg!(huge_order)); (*pending).flushed = 1; }",
+    ("snapshot-ebpf/src/fault.rs", "        (*pending).kind = kind;\n",
+     "        (*pending).kind = kind;\n"
+     "        if kind == WRITE_PROTECT && crate::kernel::maps_hugetlb(crate::kernel::current_task()) {"
+     " crate::maps::record_copy(stats, crate::kernel::cfg!(huge_order)); (*pending).flushed = 1; }\n",
      ["hugetlb_"], "hugetlb: every write fault counted as a copy (no reuse check)"),
     ("snapshot-ebpf/src/rss.rs", "        if member != file && member != shmem {", "        if true {",
      ["private_file_mapping", "file_pages_written_after_a_read", "memfd_pages_written_after_a_read"],
