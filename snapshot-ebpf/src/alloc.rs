@@ -1,5 +1,6 @@
 //! `kmem:mm_page_alloc`: every page the page allocator hands out.
-//! It fires machine-wide, so the common path is one failed hash lookup.
+//! It fires machine-wide, so the common path is a test of the gfp flags, then
+//! one task-storage lookup that finds nothing.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
@@ -26,8 +27,9 @@ pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_alloc(page: u64, order: u64, gfp: u64) {
-    let Some(pending) = PENDING.current(false) else { return };
-    if unsafe { (*pending).address } == 0 || page == 0 {
+    // The flags first: most allocations of the machine (slab, page tables,
+    // page cache) end here, before any helper call.
+    if page == 0 {
         return;
     }
     // A user page is highmem + movable (GFP_HIGHUSER_MOVABLE); slab pages and
@@ -38,6 +40,10 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     let user = (1u64 << cfg!(gfp_highmem)) | (1u64 << cfg!(gfp_movable));
     let page_cache = (1u64 << cfg!(gfp_write)) | (1u64 << cfg!(gfp_noretry));
     if gfp & user != user || gfp & page_cache != 0 {
+        return;
+    }
+    let Some(pending) = PENDING.current(false) else { return };
+    if unsafe { (*pending).address } == 0 {
         return;
     }
     let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;
