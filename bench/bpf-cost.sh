@@ -32,20 +32,24 @@ echo 1 > /proc/sys/kernel/bpf_stats_enabled
 select=(--comm cowbench); [[ $MODE == all ]] && select=(--all)
 for round in $(seq "$ROUNDS"); do
   for which in old new; do
+    bpftool prog show --json > "$TMP/before.json"
     "$TMP/$which" trace "${select[@]}" 2> "$TMP/err" > /dev/null &
     tracer=$!
     until grep -q "snapshot: tracing" "$TMP/err"; do sleep 0.05; done
     "${workload[@]}" > /dev/null
     bpftool prog show --json > "$TMP/progs.json"
     kill -INT "$tracer"; wait "$tracer" || true
-    python3 - "$which" "$round" "$PAGES" "$TMP/progs.json" <<'PY'
+    python3 - "$which" "$round" "$PAGES" "$TMP/progs.json" "$TMP/before.json" <<'PY'
 import json, sys
-which, rnd, pages, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+which, rnd, pages, path, before = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+# Only this tracer's programs (loaded after `before`): a tracer left running
+# by someone else has the same names.
+old_ids = {p["id"] for p in json.load(open(before))}
 names = ("page_fault_user", "page_fault_kern", "mm_page_alloc", "sys_enter", "tlb_flush", "rss_stat",
          "sched_process_f", "sched_process_e")
 rows, total = [], 0
 for p in json.load(open(path)):
-    if p.get("name", "").startswith(names) and "run_cnt" in p:
+    if p["id"] not in old_ids and p.get("name", "").startswith(names) and "run_cnt" in p:
         total += p["run_time_ns"]
         rows.append(f'{p["name"]}={p["run_time_ns"] / max(p["run_cnt"], 1):.0f}ns/run x{p["run_cnt"] / pages:.3f}')
 print(f"{which} round {rnd}: {total / pages:.0f} ns per copy  " + "  ".join(sorted(rows)))
