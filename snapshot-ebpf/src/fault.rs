@@ -85,7 +85,6 @@ fn on_fault(address: u64, error_code: u64) {
         (*pending).address = address;
         (*pending).faults = finished_faults();
         (*pending).kind = kind;
-        if kind == WRITE_PROTECT && crate::kernel::maps_hugetlb(crate::kernel::current_task()) { crate::maps::record_copy(stats, crate::kernel::cfg!(huge_order)); (*pending).flushed = 1; }
         (*pending).copied = 0;
     }
 }
