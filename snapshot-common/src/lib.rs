@@ -48,12 +48,16 @@ impl ProcStats {
     /// Pages copied, of any size. A copy taken back (it was page cache) is
     /// added as -1 (wrapping) to its order, so the sum wraps too.
     pub fn cow_copies(&self) -> u64 {
-        self.copies_by_order.iter().fold(0, |sum, &n| sum.wrapping_add(n))
+        self.copies_by_order
+            .iter()
+            .fold(0, |sum, &n| sum.wrapping_add(n))
     }
 
     /// Bytes copied, with base pages of `1 << page_shift` bytes.
     pub fn cow_bytes(&self, page_shift: u32) -> u64 {
-        (0..ORDERS).fold(0, |sum, o| sum.wrapping_add(self.copies_by_order[o] << (page_shift as usize + o)))
+        (0..ORDERS).fold(0, |sum, o| {
+            sum.wrapping_add(self.copies_by_order[o] << (page_shift as usize + o))
+        })
     }
 
     /// Zeroed counters for a process to start tracing.
