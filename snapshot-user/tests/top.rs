@@ -127,7 +127,7 @@ fn table_rows(screen: &str, comm: &str) -> Vec<(u32, u64)> {
 /// The header line with its sort mark on `column`, and at least two rows.
 fn sorted_by(screen: &str, column: &str, comm: &str) -> bool {
     let marked = format!(" {column}* ");
-    screen.lines().any(|l| l.starts_with("PID") && format!("{l} ").contains(&marked))
+    screen.lines().any(|l| l.starts_with("PID") && format!(" {l} ").contains(&marked))
         && table_rows(screen, comm).len() >= 2
 }
 
