@@ -438,7 +438,9 @@ fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
             .spawn()
             .expect("running snapshot run"),
     );
-    let addr = metrics_address(&mut BufReader::new(run.0.stderr.take().unwrap()));
+    // Kept open to the end: a run writing to a closed pipe would fail.
+    let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
+    let addr = metrics_address(&mut stderr);
     let deadline = Instant::now() + Duration::from_secs(60);
     let summary = loop {
         let text = std::fs::read_to_string(&lines).unwrap_or_default();
