@@ -185,7 +185,7 @@ fn sort(rows: &mut [Row], key: SortKey) {
         SortKey::Comm => rows.sort_by(|a, b| a.comm.cmp(&b.comm).then(a.pid.cmp(&b.pid))),
         SortKey::Copies => rows.sort_by(|a, b| b.copies_s.total_cmp(&a.copies_s)),
         SortKey::Bytes => rows.sort_by(|a, b| b.bytes_s.total_cmp(&a.bytes_s)),
-        SortKey::Forks => rows.sort_by(|a, b| b.live_forks.cmp(&a.live_forks)),
+        SortKey::Forks => rows.sort_by_key(|r| std::cmp::Reverse(r.live_forks)),
         SortKey::Reuse => rows.sort_by(|a, b| b.reuse_s.total_cmp(&a.reuse_s)),
     }
 }
