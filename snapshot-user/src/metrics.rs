@@ -407,3 +407,70 @@ fn respond(url: &str, scrape: &mut impl FnMut() -> Result<String>) -> tiny_http:
         _ => tiny_http::Response::from_string("not found: metrics are at /metrics\n").with_status_code(404),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Health, Process};
+
+    fn process(pid: u32, bytes: u64, exited: bool) -> Process {
+        Process {
+            pid,
+            ppid: 1,
+            comm: "w".into(),
+            cow_copies: bytes / 4096,
+            cow_bytes: bytes,
+            file_copies: 0,
+            wp_reuse: 0,
+            wp_faults: 0,
+            zero_fills: 0,
+            faults: 0,
+            vma_misses: 0,
+            copies_by_size: [(4096, bytes / 4096)].into(),
+            exited,
+        }
+    }
+
+    fn report(processes: Vec<Process>) -> Report {
+        Report {
+            schema_version: 1,
+            duration_s: 1.0,
+            tracing_path: None,
+            tracing_path_text: String::new(),
+            processes,
+            forks: Vec::new(),
+            health: Health::default(),
+        }
+    }
+
+    fn copied(metrics: &Metrics) -> u64 {
+        metrics.counters[BYTES].with_label_values(&["w", "4096"]).get()
+    }
+
+    #[test]
+    fn a_cumulative_source_counts_an_exited_process_once() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        let done = report(vec![process(10, 8192, true), process(11, 4096, false)]);
+        metrics.update(&done);
+        metrics.update(&done);
+        assert_eq!(copied(&metrics), 12288);
+    }
+
+    #[test]
+    fn a_forgetting_source_keeps_what_exited_processes_copied() {
+        let mut metrics = Metrics::new(false, Reports::Forgetting).unwrap();
+        metrics.update(&report(vec![process(10, 8192, true), process(11, 4096, false)]));
+        // pid 10 was reported once and forgotten; pid 11 copied more.
+        metrics.update(&report(vec![process(11, 16384, false)]));
+        assert_eq!(copied(&metrics), 8192 + 16384);
+    }
+
+    #[test]
+    fn a_new_cumulative_source_adds_to_what_the_old_one_counted() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        metrics.update(&report(vec![process(10, 8192, false)]));
+        metrics.retire_all();
+        metrics.update(&report(vec![process(20, 4096, false)]));
+        assert_eq!(copied(&metrics), 12288);
+    }
+}
