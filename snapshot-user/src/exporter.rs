@@ -63,7 +63,7 @@ impl Source {
 
 pub fn run(args: ExporterArgs) -> Result<ExitCode> {
     let mut source = Source::open()?;
-    let server = metrics::bind(args.listen).context("--listen")?;
+    let server = metrics::http(metrics::bind(args.listen).context("--listen")?)?;
     privilege::drop_capabilities(&privilege::kept_to_read_maps())?;
     let mut metrics = Metrics::new(args.pid_labels, Reports::Forgetting).context("registering metrics")?;
     // Read afresh at each scrape.

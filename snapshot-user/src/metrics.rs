@@ -352,19 +352,30 @@ pub fn lock(metrics: &Shared) -> Result<std::sync::MutexGuard<'_, Metrics>> {
 pub type Refresh = tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::SyncSender<()>>;
 
 /// Binds `addr` (before capabilities are dropped: a low port needs one).
-pub fn bind(addr: SocketAddr) -> Result<tiny_http::Server> {
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("{addr}: cannot serve metrics there"))?;
     // The bound address: with port 0 the kernel chose it.
     let bound = listener.local_addr().context("reading the bound address")?;
-    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving HTTP: {e}"))?;
     note(&format!("serving metrics on http://{bound}/metrics"));
-    Ok(server)
+    Ok(listener)
+}
+
+/// The HTTP server on a bound listener. Its threads start here, with this
+/// thread's signal mask: `trace` blocks its signals (read from a signalfd)
+/// before this, or a Ctrl-C would be taken by an HTTP thread.
+pub fn http(listener: std::net::TcpListener) -> Result<tiny_http::Server> {
+    tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving HTTP: {e}"))
 }
 
 /// Serves `metrics` from a thread of its own until the process ends. With
 /// `refresh`, each scrape first asks the tracer's owner for fresh figures.
-pub fn serve_in_background(server: tiny_http::Server, metrics: Shared, refresh: Option<Refresh>) -> Result<()> {
+pub fn serve_in_background(
+    listener: std::net::TcpListener,
+    metrics: Shared,
+    refresh: Option<Refresh>,
+) -> Result<()> {
+    let server = http(listener)?;
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {

@@ -45,7 +45,7 @@ struct Plan {
     /// that started before tracing carry none).
     ppids: HashMap<u32, u32>,
     /// `--metrics`: bound before tracing starts.
-    metrics: Option<tiny_http::Server>,
+    metrics: Option<std::net::TcpListener>,
 }
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
@@ -148,7 +148,7 @@ async fn trace(
     mut loaded: Loaded,
     args: &TraceArgs,
     plan: &Plan,
-    endpoint: Option<tiny_http::Server>,
+    endpoint: Option<std::net::TcpListener>,
 ) -> Result<(Report, u8)> {
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
@@ -224,7 +224,8 @@ async fn trace(
 /// Scrape requests of `--metrics`, answered by the tracing loop.
 type Scrapes = tokio::sync::mpsc::UnboundedReceiver<std::sync::mpsc::SyncSender<()>>;
 
-fn serve_metrics(endpoint: Option<tiny_http::Server>) -> Result<(Option<metrics::Shared>, Scrapes)> {
+/// Starts after `watch_signals`: the HTTP threads inherit its blocked signals.
+fn serve_metrics(endpoint: Option<std::net::TcpListener>) -> Result<(Option<metrics::Shared>, Scrapes)> {
     let (refresh, scrapes) = tokio::sync::mpsc::unbounded_channel();
     let Some(server) = endpoint else { return Ok((None, scrapes)) };
     let shared = Arc::new(Mutex::new(Metrics::new(false, Reports::Cumulative).context("registering metrics")?));

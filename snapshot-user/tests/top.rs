@@ -73,6 +73,16 @@ fn once_lists_the_workload_with_copies_per_second() {
     assert!(top > 0, "the workload copies pages:\n{text}");
 }
 
+/// A process the test started, killed (by its pid) when the test ends, also on failure.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A tmux server of the test's own (a private socket), killed when dropped.
 struct Tmux(std::path::PathBuf);
 
@@ -142,12 +152,14 @@ fn live_table_sorts_by_key_and_quits_on_q_restoring_the_terminal() {
     // The child writes while the parent waits: the parent (lowest pid) shows a
     // live fork and no copies, its children the copies. Pid order and copies
     // order differ, so the sort is seen.
-    let mut workload = Command::new(&work)
-        .args(["workload", "--scenario", "child-writes", "--pages", "4096", "--forks", "1000000", "--no-pagemap"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("running the workload");
-    let parent = workload.id();
+    let workload = Killed(
+        Command::new(&work)
+            .args(["workload", "--scenario", "child-writes", "--pages", "4096", "--forks", "1000000", "--no-pagemap"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("running the workload"),
+    );
+    let parent = workload.0.id();
     let tmux = Tmux(path(&dir, "tmux.sock"));
     let command = format!("{SNAPSHOT} top --comm cowtopi; echo EXITED $?; stty -a; sleep 60");
     let started = tmux.run(&["new-session", "-d", "-s", "top", "-x", "200", "-y", "40", &command]);
@@ -170,8 +182,7 @@ fn live_table_sorts_by_key_and_quits_on_q_restoring_the_terminal() {
     tmux.wait_for("< moving the sort to COMM", |s| sorted_by(s, "COMM", "cowtopi"));
     tmux.run(&["send-keys", "-t", "top", "q"]);
     let after = tmux.wait_for("q ending snapshot top", |s| s.contains("EXITED"));
-    let _ = workload.kill();
-    let _ = workload.wait();
+    drop(workload);
     assert!(after.contains("EXITED 0"), "q exits with status 0:\n{after}");
     // Restored: cooked mode (stty shows icanon and echo, not -icanon), and the
     // alternate screen left (the shell's output is on the normal screen).
