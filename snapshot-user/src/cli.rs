@@ -106,6 +106,10 @@ pub struct TraceArgs {
     /// `-u root` keeps root under sudo.
     #[arg(long, short, value_name = "USER")]
     pub user: Option<String>,
+    /// Serve the traced processes' figures as Prometheus metrics on ADDR
+    /// (e.g. 127.0.0.1:9435) while tracing: the same metrics as `snapshot exporter`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Run this command and trace it and everything it forks until it exits.
     /// Its exit status becomes snapshot's.
     #[arg(last = true, value_name = "CMD")]

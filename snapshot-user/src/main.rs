@@ -9,6 +9,7 @@ mod cli;
 mod exporter;
 mod kernel;
 mod loader;
+mod metrics;
 mod output;
 mod privilege;
 mod report;

@@ -5,6 +5,7 @@ use std::{
     io::Write as _,
     os::fd::{FromRawFd as _, OwnedFd},
     process::ExitCode,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -23,6 +24,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     cli::{BUDGET_EXCEEDED, TraceArgs},
     loader::{self, Loaded, Selection, comm_bytes},
+    metrics::{self, Metrics, Reports},
     output::{Sink, note},
     privilege::{self, Identity},
     report::{self, Collector, Report, escape, human},
@@ -42,6 +44,8 @@ struct Plan {
     /// Parents of the processes running at the start (records of processes
     /// that started before tracing carry none).
     ppids: HashMap<u32, u32>,
+    /// `--metrics`: bound before tracing starts.
+    metrics: Option<std::net::TcpListener>,
 }
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
@@ -52,7 +56,8 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let (mut report, status) = runtime.block_on(trace(loaded, &args, &plan))?;
+    let endpoint = plan.metrics.take();
+    let (mut report, status) = runtime.block_on(trace(loaded, &args, &plan, endpoint))?;
     for p in report.processes.iter_mut().filter(|p| p.ppid == 0) {
         p.ppid = plan.ppids.get(&p.pid).copied().unwrap_or(0);
     }
@@ -87,7 +92,8 @@ fn plan(args: &TraceArgs) -> Result<Plan> {
     let json = args.json.as_deref().map(|p| Sink::open(Some(p), Sink::Stdout)).transpose().context("--json")?;
     let target = args.pid.map(resolve_pid).transpose()?;
     let ppids = if args.all || args.comm.is_some() { running_parents() } else { HashMap::new() };
-    Ok(Plan { identity, table, json, target, ppids })
+    let metrics = args.metrics.map(metrics::bind).transpose().context("--metrics")?;
+    Ok(Plan { identity, table, json, target, ppids, metrics })
 }
 
 /// A thread id becomes its process's id: the whole process is traced.
@@ -138,13 +144,19 @@ const HANDLED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 /// Traces until the end: the report and the command's status. A command that
 /// could not start is a `CommandFailed` error carrying its status.
-async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Report, u8)> {
+async fn trace(
+    mut loaded: Loaded,
+    args: &TraceArgs,
+    plan: &Plan,
+    endpoint: Option<std::net::TcpListener>,
+) -> Result<(Report, u8)> {
     let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
     let signals = watch_signals()?;
     let mut collector = Collector::default();
+    let (metrics, mut scrapes) = serve_metrics(endpoint)?;
     seed(&mut loaded, args, plan)?;
     let child = match args.command.as_slice() {
         [] => None,
@@ -170,6 +182,15 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Rep
                 let mut guard = guard.context("event ring")?;
                 collector.drain(guard.get_inner_mut());
                 guard.clear_ready();
+            }
+            Some(done) = scrapes.recv(), if metrics.is_some() => {
+                // A scrape waits for figures as fresh as a report's.
+                collector.drain(ring.get_mut());
+                let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+                if let Some(metrics) = &metrics {
+                    metrics::lock(metrics)?.update(&now);
+                }
+                let _ = done.send(());
             }
             _ = ticker.tick(), if args.interval.is_some() => {
                 let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
@@ -198,6 +219,18 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Rep
     collector.drain(ring.get_mut());
     let report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
     Ok((report, status))
+}
+
+/// Scrape requests of `--metrics`, answered by the tracing loop.
+type Scrapes = tokio::sync::mpsc::UnboundedReceiver<std::sync::mpsc::SyncSender<()>>;
+
+/// Starts after `watch_signals`: the HTTP threads inherit its blocked signals.
+fn serve_metrics(endpoint: Option<std::net::TcpListener>) -> Result<(Option<metrics::Shared>, Scrapes)> {
+    let (refresh, scrapes) = tokio::sync::mpsc::unbounded_channel();
+    let Some(server) = endpoint else { return Ok((None, scrapes)) };
+    let shared = Arc::new(Mutex::new(Metrics::new(false, Reports::Cumulative).context("registering metrics")?));
+    metrics::serve_in_background(server, shared.clone(), Some(refresh))?;
+    Ok((Some(shared), scrapes))
 }
 
 /// The command could not be run: its shell status, the reason already said.

@@ -337,12 +337,146 @@ fn every_dashboard_query_names_a_served_metric() {
             let expr = target["expr"].as_str().expect("a PromQL expr");
             let names = metric_names(expr);
             assert!(!names.is_empty(), "{expr} names no metric");
-            for name in names {
+            // The store's figures come from `snapshot run --metrics`: checked
+            // in run_metrics_serve_the_store_snapshots_of_its_json_lines.
+            for name in names.into_iter().filter(|n| !n.starts_with("snapshot_store_")) {
                 assert!(
                     served.contains(&name.as_str()),
                     "{expr}: {name} is not served:\n{text}"
                 );
             }
         }
+    }
+}
+
+/// The sum of a family's samples whose labels contain `labels` (e.g.
+/// `comm="x"`), from the text exposition format.
+fn sum_of(text: &str, family: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter(|l| l.contains(labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap_or_else(|e| panic!("{e}: {l}")))
+        .sum()
+}
+
+/// Reads stderr lines until one says where metrics are served; its address.
+fn metrics_address(stderr: &mut impl std::io::BufRead) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).expect("reading stderr") > 0, "no metrics address in:\n{seen}");
+        if let Some(rest) = line.split("serving metrics on http://").nth(1) {
+            return rest.split('/').next().unwrap().to_string();
+        }
+        seen.push_str(&line);
+    }
+}
+
+#[test]
+fn trace_metrics_serve_the_copied_bytes_of_its_json_report() {
+    if !privileged("trace_metrics_serve_the_copied_bytes_of_its_json_report") {
+        return;
+    }
+    let dir = temp_dir();
+    let work = path(&dir, "cowtrm");
+    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let report = path(&dir, "report.json");
+    let mut trace = Server(
+        Command::new(SNAPSHOT)
+            .args(["trace", "--comm", "cowtrm", "--metrics", "127.0.0.1:0", "--json", report.to_str().unwrap(), "-o"])
+            .arg(path(&dir, "table.txt"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running snapshot trace"),
+    );
+    let mut stderr = BufReader::new(trace.0.stderr.take().unwrap());
+    let addr = metrics_address(&mut stderr);
+    let mut note = String::new();
+    stderr.read_line(&mut note).unwrap();
+    assert!(note.contains("tracing"), "{note}");
+    // Twice: the first run has exited (its final record came through the
+    // ring) when the second one runs.
+    for _ in 0..2 {
+        let status = Command::new(&work)
+            .args(["workload", "--pages", "8192", "--forks", "2", "--no-pagemap"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running the workload");
+        assert!(status.success(), "workload: {status}");
+    }
+    // Each scrape reads the tracer afresh, and nothing named cowtrm runs
+    // now: this scrape holds every copy the report will.
+    let text = get(&addr, "/metrics");
+    let scraped = sum_of(&text, "snapshot_cow_copied_bytes_total", "comm=\"cowtrm\"") as u64;
+    // SAFETY: kill sends a signal to the tracer this test started.
+    assert_eq!(unsafe { libc::kill(trace.0.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.0.wait().unwrap().success());
+    let traced: u64 = json(&report)["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cow_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(traced >= 2 * 2 * 8192 * 4096, "both runs copied their pages: {traced}");
+    assert_eq!(scraped, traced, "--metrics copied bytes vs the JSON report:\n{text}");
+}
+
+#[test]
+fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
+    if !privileged("run_metrics_serve_the_store_snapshots_of_its_json_lines") {
+        return;
+    }
+    let dir = temp_dir();
+    let lines = path(&dir, "run.jsonl");
+    // One snapshot (after 1 s of load; the next would be 60 s later).
+    let mut run = Server(
+        Command::new(SNAPSHOT)
+            .args(["run", "--keys", "20000", "--rate", "2000", "--every", "60", "--warmup", "1", "--duration", "60"])
+            .args(["--no-tui", "--metrics", "127.0.0.1:0", "--json", lines.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running snapshot run"),
+    );
+    // Kept open to the end: a run writing to a closed pipe would fail.
+    let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
+    let addr = metrics_address(&mut stderr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let summary = loop {
+        let text = std::fs::read_to_string(&lines).unwrap_or_default();
+        let found = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .find(|v| v["type"] == "snapshot");
+        if let Some(summary) = found {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "no snapshot summary within 60 s:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The metrics are updated before the JSON Lines are written.
+    let text = get(&addr, "/metrics");
+    // SAFETY: kill sends a signal to the run this test started.
+    assert_eq!(unsafe { libc::kill(run.0.id() as i32, libc::SIGINT) }, 0);
+    let u = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("{key}: {summary}"));
+    assert_eq!(sum_of(&text, "snapshot_store_snapshots_total", ""), 1.0, "{text}");
+    assert_eq!(sum_of(&text, "snapshot_store_snapshots_failed_total", ""), 0.0, "{text}");
+    assert_eq!(sum_of(&text, "snapshot_store_last_snapshot_copied_bytes", "") as u64, u("copied_bytes"), "{text}");
+    let duration = sum_of(&text, "snapshot_store_last_snapshot_duration_seconds", "");
+    assert!((duration - summary["duration_s"].as_f64().unwrap()).abs() < 1e-6, "{duration}: {summary}");
+    let fork = sum_of(&text, "snapshot_store_last_fork_seconds", "");
+    assert!((fork - u("fork_usec") as f64 / 1e6).abs() < 1e-9, "{fork}: {summary}");
+    // The server's and its child's own counters hold at least the fork's copies.
+    let copied = sum_of(&text, "snapshot_cow_copied_bytes_total", "") as u64;
+    assert!(copied >= u("copied_bytes") && copied > 0, "{copied}: {summary}\n{text}");
+    assert!(run.0.wait().unwrap().success());
+    // Every store figure the dashboard asks for is served.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana-dashboard.json");
+    let dashboard = std::fs::read_to_string(file).expect("reading the dashboard");
+    let names = metric_names(&dashboard);
+    let store: Vec<&String> = names.iter().filter(|n| n.starts_with("snapshot_store_")).collect();
+    assert!(!store.is_empty(), "the dashboard has no store panel");
+    for name in store {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not served by snapshot run:\n{text}");
     }
 }

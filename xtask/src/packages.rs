@@ -47,7 +47,7 @@ pub const NEEDS: &[Need] = &[
     Need { command: "mount", package: "mount", tests: "snapshot-store reliability (full disk, power loss)" },
     Need { command: "unshare", package: "util-linux", tests: "snapshot-user cli (check in a user namespace)" },
     Need { command: "cc", package: "gcc", tests: "snapshot-user truth (ground-truth programs in C, io_uring and futex headers)" },
-    Need { command: "tmux", package: "tmux", tests: "snapshot-user run (the live report in a real terminal)" },
+    Need { command: "tmux", package: "tmux", tests: "snapshot-user run and top (the live report and table in a real terminal)" },
     Need { command: "prometheus", package: "prometheus", tests: "snapshot-user exporter (a real Prometheus scrapes the exporter)" },
     Need { command: "promtool", package: "prometheus", tests: "snapshot-user exporter (promtool check metrics on the endpoint)" },
     Need { command: "chromium", package: "chromium", tests: "snapshot-user run (the HTML report rendered headless)" },

@@ -72,6 +72,11 @@ pub struct RunArgs {
     /// the server's key count.
     #[arg(long)]
     pub no_load: bool,
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9435) while running:
+    /// the server's and its children's copies, as `snapshot exporter` serves
+    /// them, and the store's snapshot figures (snapshot_store_*).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -45,7 +45,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
     }
     let tui = !args.no_tui && std::io::stdout().is_terminal();
-    let mut sinks = open_sinks(&args, tui)?;
+    let metrics = args.metrics.map(sinks::metrics::serve).transpose().context("--metrics")?;
+    let mut sinks = open_sinks(&args, tui, metrics.as_ref())?;
     let modes: Vec<Option<PagesMode>> = match args.connect {
         Some(_) => vec![None],
         None => args.pages.iter().copied().map(Some).collect(),
@@ -53,7 +54,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
     let mut last = Vec::new();
     for mode in modes {
-        let outcome = workload(&args, mode, &mut sinks, &stop);
+        let outcome = workload(&args, mode, &mut sinks, &stop, metrics.as_ref());
         // The screen is restored before an error is printed.
         let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
         let observed = setting.pages_observed.clone().unwrap_or_default();
@@ -87,6 +88,7 @@ fn workload(
     mode: Option<PagesMode>,
     sinks: &mut [Box<dyn Sink>],
     stop: &AtomicBool,
+    metrics: Option<&crate::metrics::Shared>,
 ) -> Result<(Setting, sample::End, Vec<sample::Summary>)> {
     let _huge = match mode {
         Some(PagesMode::Hugetlb) => Some(hugetlb::reserve(hugetlb::pages_for(args.keys, args.value_size))?),
@@ -96,7 +98,10 @@ fn workload(
         (Some(addr), _) => store::connect(addr, args.pid)?,
         (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), args.resize_during_snapshot)?,
     };
-    let tracer = tracer::Tracer::attach(target.pid)?;
+    let mut tracer = tracer::Tracer::attach(target.pid)?;
+    if let Some(metrics) = metrics {
+        tracer.publish(metrics.clone())?;
+    }
     if !args.no_load {
         // The live screen holds the terminal in raw mode: Ctrl-C and q are keys there, not signals.
         let mut quit = || -> Result<bool> {
@@ -172,12 +177,16 @@ fn workload(
     Ok((setting, end, summaries))
 }
 
-fn open_sinks(args: &RunArgs, tui: bool) -> Result<Vec<Box<dyn Sink>>> {
+fn open_sinks(args: &RunArgs, tui: bool, metrics: Option<&crate::metrics::Shared>) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if tui {
         sinks.push(Box::new(sinks::tui::Tui::start()?));
     } else {
         sinks.push(Box::new(sinks::lines::Lines));
+    }
+    // Before the files: a snapshot in the JSON Lines is in the metrics already.
+    if let Some(metrics) = metrics {
+        sinks.push(Box::new(sinks::metrics::Prom(metrics.clone())));
     }
     if let Some(path) = &args.html {
         sinks.push(Box::new(sinks::html::Html::new(path.clone())));

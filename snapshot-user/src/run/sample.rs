@@ -109,6 +109,8 @@ pub struct Summary {
     pub child_rss_peak_bytes: u64,
     /// The child's own measure (smaps Private_Dirty, INFO rdb_last_cow_size).
     pub private_dirty_bytes: Option<u64>,
+    /// The store's verdict on the save (INFO rdb_last_bgsave_status: ok or err).
+    pub save_status: Option<String>,
     /// The model with this snapshot's real write count and duration.
     pub predicted_bytes: u64,
     /// What was predicted at the first sample of the snapshot.
@@ -367,6 +369,7 @@ impl Sampler {
             parent_rss_peak_bytes: open.parent_rss_peak.max(sample.parent_rss_bytes),
             child_rss_peak_bytes: open.child_rss_peak,
             private_dirty_bytes: info.num("rdb_last_cow_size"),
+            save_status: info.get("rdb_last_bgsave_status").map(crate::run::escape),
             predicted_bytes: predicted,
             predicted_at_start_bytes: open.predicted_at_start.unwrap_or(predicted),
             prediction_error: (predicted as f64 - fork.bytes as f64) / (fork.bytes.max(1) as f64),

@@ -48,6 +48,8 @@ pub struct Tracer {
     collector: Collector,
     started: Instant,
     pid: u32,
+    /// `--metrics`: brought up to date at every read.
+    metrics: Option<crate::metrics::Shared>,
 }
 
 impl Tracer {
@@ -63,12 +65,22 @@ impl Tracer {
             .insert(pid, ProcStats::new(pid, stat.ppid as u32, comm), 0)
             .with_context(|| format!("tracing pid {pid}"))?;
         let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
-        Ok(Tracer { loaded, ring, collector: Collector::default(), started: Instant::now(), pid })
+        Ok(Tracer { loaded, ring, collector: Collector::default(), started: Instant::now(), pid, metrics: None })
+    }
+
+    /// Publishes every read to `metrics`; what an earlier tracer counted stays.
+    pub fn publish(&mut self, metrics: crate::metrics::Shared) -> Result<()> {
+        crate::metrics::lock(&metrics)?.retire_all();
+        self.metrics = Some(metrics);
+        Ok(())
     }
 
     pub fn read(&mut self) -> Result<View> {
         self.collector.drain(&mut self.ring);
         let report = self.collector.report(&mut self.loaded, self.started.elapsed().as_secs_f64())?;
+        if let Some(metrics) = &self.metrics {
+            crate::metrics::lock(metrics)?.update(&report);
+        }
         Ok(view(&report, self.pid))
     }
 }

@@ -11,6 +11,7 @@ use super::{
 pub mod html;
 pub mod jsonl;
 pub mod lines;
+pub mod metrics;
 pub mod tui;
 
 /// What runs, for headers.

@@ -1,0 +1,487 @@
+//! The Prometheus metrics of the tracer (per process, per fork, its own
+//! health) and of the store's snapshots, and the HTTP endpoint serving them.
+//! One code path for `snapshot exporter` and `--metrics` on trace and run.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::{
+    output::note,
+    report::{Report, escape},
+};
+
+/// How a source's successive reports relate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reports {
+    /// Each report has the processes that exited since the last one once, then
+    /// forgets them (`snapshot exporter`: memory stays bounded).
+    Forgetting,
+    /// Each report has everything since the tracer started (trace, run).
+    Cumulative,
+}
+
+/// Label values, in the order of the family's label names.
+type Labels = Vec<String>;
+
+/// Families of per-process counters, indexed by `Metrics::counters`.
+const COPIES: usize = 0;
+const BYTES: usize = 1;
+const FILE_COPIES: usize = 2;
+const REUSE: usize = 3;
+const FAULTS: usize = 4;
+
+/// The metric families, and the totals of processes that have exited.
+pub struct Metrics {
+    registry: Registry,
+    /// Per process (comm, or comm and pid): COPIES..FAULTS.
+    counters: Vec<IntCounterVec>,
+    live_forks: IntGaugeVec,
+    shared_seconds: GaugeVec,
+    fork_bytes: IntGaugeVec,
+    lost: IntCounterVec,
+    unattributed: IntCounterVec,
+    /// Exited processes' counts per series: counters never go down when a
+    /// process leaves the kernel's table.
+    retired: HashMap<(usize, Labels), u64>,
+    /// The values of the last update, for `retire_all`.
+    last: HashMap<(usize, Labels), u64>,
+    reports: Reports,
+    pid_labels: bool,
+    /// The store's snapshot figures, when a store is the source.
+    store: Option<StoreMetrics>,
+}
+
+impl Metrics {
+    pub fn new(pid_labels: bool, reports: Reports) -> Result<Metrics> {
+        let who: &[&str] = if pid_labels {
+            &["comm", "pid"]
+        } else {
+            &["comm"]
+        };
+        let with = |extra: &'static str| [who, &[extra]].concat();
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec> {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(vec.clone()))?;
+            Ok(vec)
+        };
+        let counters = vec![
+            counter(
+                "snapshot_cow_copies_total",
+                "Pages copied on write after fork, by page size.",
+                &with("page_size"),
+            )?,
+            counter(
+                "snapshot_cow_copied_bytes_total",
+                "Bytes copied on write after fork, by page size.",
+                &with("page_size"),
+            )?,
+            counter(
+                "snapshot_file_copies_total",
+                "Page-cache pages copied into private file mappings.",
+                who,
+            )?,
+            counter(
+                "snapshot_wp_reuse_faults_total",
+                "Write-protect faults that copied nothing.",
+                who,
+            )?,
+            counter(
+                "snapshot_faults_total",
+                "Page faults of traced processes.",
+                who,
+            )?,
+        ];
+        let lost = counter(
+            "snapshot_tracer_lost_records_total",
+            "Records the tracer could not keep, by table.",
+            &["table"],
+        )?;
+        let unattributed = counter(
+            "snapshot_tracer_unattributed_copies_total",
+            "Copies made while no fork shared the page.",
+            &[],
+        )?;
+        let live_forks = IntGaugeVec::new(
+            Opts::new(
+                "snapshot_live_forks",
+                "Forks whose parent and child still share pages.",
+            ),
+            who,
+        )?;
+        let shared_seconds = GaugeVec::new(
+            Opts::new(
+                "snapshot_fork_shared_seconds",
+                "How long the oldest live fork has shared.",
+            ),
+            who,
+        )?;
+        let fork_bytes = IntGaugeVec::new(
+            Opts::new(
+                "snapshot_fork_copied_bytes",
+                "Bytes copied during live forks, by side (parent or child).",
+            ),
+            &with("side"),
+        )?;
+        registry.register(Box::new(live_forks.clone()))?;
+        registry.register(Box::new(shared_seconds.clone()))?;
+        registry.register(Box::new(fork_bytes.clone()))?;
+        Ok(Metrics {
+            registry,
+            counters,
+            live_forks,
+            shared_seconds,
+            fork_bytes,
+            lost,
+            unattributed,
+            retired: HashMap::new(),
+            last: HashMap::new(),
+            reports,
+            pid_labels,
+            store: None,
+        })
+    }
+
+    fn labels(&self, comm: &str, pid: u32) -> Labels {
+        let mut labels = vec![escape(comm)];
+        if self.pid_labels {
+            labels.push(pid.to_string());
+        }
+        labels
+    }
+
+    /// Brings every series up to the report's figures. Forgetting reports:
+    /// exited processes' (reported once) join the retired totals. Live ones,
+    /// and every process of a cumulative report, are added to them.
+    pub fn update(&mut self, report: &Report) {
+        let mut live: HashMap<(usize, Labels), u64> = HashMap::new();
+        for p in &report.processes {
+            let labels = self.labels(&p.comm, p.pid);
+            let totals = if p.exited && self.reports == Reports::Forgetting {
+                &mut self.retired
+            } else {
+                &mut live
+            };
+            for (key, value) in series(p, labels) {
+                *totals.entry(key).or_default() += value;
+            }
+        }
+        let mut now = self.retired.clone();
+        for (key, value) in live {
+            *now.entry(key).or_default() += value;
+        }
+        for ((family, labels), value) in &now {
+            raise(&self.counters[*family], labels, *value);
+        }
+        self.last = now;
+        self.update_forks(report);
+        self.update_health(report);
+    }
+
+    fn update_forks(&mut self, report: &Report) {
+        let comms: HashMap<u32, &str> = report
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str()))
+            .collect();
+        let now_ns = crate::run::sample::monotonic_ns();
+        self.live_forks.reset();
+        self.shared_seconds.reset();
+        self.fork_bytes.reset();
+        for f in report.forks.iter().filter(|f| f.end_ns.is_none()) {
+            let labels = self.labels(comms.get(&f.parent).copied().unwrap_or(""), f.parent);
+            let names: Vec<&str> = labels.iter().map(String::as_str).collect();
+            self.live_forks.with_label_values(&names).inc();
+            let seconds = now_ns.saturating_sub(f.start_ns) as f64 / 1e9;
+            let oldest = self.shared_seconds.with_label_values(&names);
+            oldest.set(oldest.get().max(seconds));
+            for (side, bytes) in [("parent", f.parent_bytes), ("child", f.child_bytes)] {
+                let sided = [names.as_slice(), &[side]].concat();
+                self.fork_bytes
+                    .with_label_values(&sided)
+                    .add(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn update_health(&mut self, report: &Report) {
+        let h = &report.health;
+        for (table, value) in [
+            ("procs", h.procs_table_full),
+            ("forks", h.forks_table_full),
+            ("pending", h.pending_table_full),
+            ("ring", h.ring_full),
+        ] {
+            raise(&self.lost, &[table.to_string()], value);
+        }
+        raise(&self.unattributed, &[], h.unattributed_copies);
+    }
+
+    /// The source is replaced by a new one that counts from zero (`snapshot
+    /// run` under another page size): what was counted so far stays.
+    pub fn retire_all(&mut self) {
+        self.retired = std::mem::take(&mut self.last);
+    }
+
+    /// Adds the store's snapshot families (`snapshot run`).
+    pub fn with_store(mut self) -> Result<Metrics> {
+        self.store = Some(StoreMetrics::new(&self.registry)?);
+        Ok(self)
+    }
+
+    pub fn store(&self) -> Option<&StoreMetrics> {
+        self.store.as_ref()
+    }
+
+    /// The text exposition format of every family.
+    pub fn encode(&self) -> Result<String> {
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut text).context("encoding metrics")?;
+        String::from_utf8(text).context("encoding metrics")
+    }
+}
+
+/// One process's counter values, keyed by family index and labels.
+fn series(p: &crate::report::Process, base: Labels) -> Vec<((usize, Labels), u64)> {
+    let mut out = vec![
+        ((FILE_COPIES, base.clone()), p.file_copies),
+        ((REUSE, base.clone()), p.wp_reuse),
+        ((FAULTS, base.clone()), p.faults),
+    ];
+    for (&size, &n) in &p.copies_by_size {
+        let mut sized = base.clone();
+        sized.push(size.to_string());
+        out.push(((COPIES, sized.clone()), n));
+        out.push(((BYTES, sized), n * size));
+    }
+    out
+}
+
+/// Counters only go up: a process that left the kernel's table before its
+/// final record was read would otherwise dip for one scrape.
+fn raise(vec: &IntCounterVec, labels: &[String], value: u64) {
+    let names: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let counter = vec.with_label_values(&names);
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+
+/// The store's snapshots (BGSAVE forks), as `snapshot run` measures them.
+pub struct StoreMetrics {
+    pub snapshots: IntCounter,
+    pub failed: IntCounter,
+    pub fork_seconds: Gauge,
+    pub duration_seconds: Gauge,
+    pub copied_bytes: IntGauge,
+    pub predicted_bytes: IntGauge,
+    pub running: IntGauge,
+    pub running_copied_bytes: IntGauge,
+    pub running_predicted_peak_bytes: IntGauge,
+}
+
+impl StoreMetrics {
+    fn new(registry: &Registry) -> Result<StoreMetrics> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<Gauge> {
+            let g = Gauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let int_gauge = |name: &str, help: &str| -> Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(StoreMetrics {
+            snapshots: counter("snapshot_store_snapshots_total", "Snapshots (BGSAVE forks) that ended.")?,
+            failed: counter(
+                "snapshot_store_snapshots_failed_total",
+                "Snapshots that ended with the store reporting a failed save.",
+            )?,
+            fork_seconds: gauge("snapshot_store_last_fork_seconds", "The store's stall in fork() at the last snapshot.")?,
+            duration_seconds: gauge(
+                "snapshot_store_last_snapshot_duration_seconds",
+                "How long the last snapshot's child shared pages with the store.",
+            )?,
+            copied_bytes: int_gauge(
+                "snapshot_store_last_snapshot_copied_bytes",
+                "Bytes copied on write (store and child) during the last snapshot.",
+            )?,
+            predicted_bytes: int_gauge(
+                "snapshot_store_last_snapshot_predicted_bytes",
+                "Bytes the model predicted for the last snapshot from its writes.",
+            )?,
+            running: int_gauge("snapshot_store_snapshot_running", "1 while a snapshot's child shares pages, else 0.")?,
+            running_copied_bytes: int_gauge(
+                "snapshot_store_running_snapshot_copied_bytes",
+                "Bytes copied so far by the snapshot in progress (0 when none).",
+            )?,
+            running_predicted_peak_bytes: int_gauge(
+                "snapshot_store_running_snapshot_predicted_peak_bytes",
+                "Predicted copied bytes at the end of the snapshot in progress (0 when none).",
+            )?,
+        })
+    }
+}
+
+/// Metrics that a tracing loop updates and an HTTP thread serves.
+pub type Shared = Arc<Mutex<Metrics>>;
+
+/// The metrics, for an update or an encoding.
+pub fn lock(metrics: &Shared) -> Result<std::sync::MutexGuard<'_, Metrics>> {
+    metrics.lock().map_err(|_| anyhow!("the metrics lock was poisoned"))
+}
+
+/// A request to the owner of the tracer to bring the metrics up to date; it
+/// answers on the channel inside once done.
+pub type Refresh = tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::SyncSender<()>>;
+
+/// Binds `addr` (before capabilities are dropped: a low port needs one).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("{addr}: cannot serve metrics there"))?;
+    // The bound address: with port 0 the kernel chose it.
+    let bound = listener.local_addr().context("reading the bound address")?;
+    note(&format!("serving metrics on http://{bound}/metrics"));
+    Ok(listener)
+}
+
+/// The HTTP server on a bound listener. Its threads start here, with this
+/// thread's signal mask: `trace` blocks its signals (read from a signalfd)
+/// before this, or a Ctrl-C would be taken by an HTTP thread.
+pub fn http(listener: std::net::TcpListener) -> Result<tiny_http::Server> {
+    tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("serving HTTP: {e}"))
+}
+
+/// Serves `metrics` from a thread of its own until the process ends. With
+/// `refresh`, each scrape first asks the tracer's owner for fresh figures.
+pub fn serve_in_background(
+    listener: std::net::TcpListener,
+    metrics: Shared,
+    refresh: Option<Refresh>,
+) -> Result<()> {
+    let server = http(listener)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            serve(&server, || {
+                if let Some(refresh) = &refresh {
+                    let (done, wait) = std::sync::mpsc::sync_channel(1);
+                    // Gone (tracing ended) or slow: the last figures are served.
+                    if refresh.send(done).is_ok() {
+                        let _ = wait.recv_timeout(Duration::from_secs(5));
+                    }
+                }
+                lock(&metrics)?.encode()
+            })
+        })
+        .context("starting the metrics thread")?;
+    Ok(())
+}
+
+/// Answers requests: `scrape` makes the /metrics text.
+pub fn serve(server: &tiny_http::Server, mut scrape: impl FnMut() -> Result<String>) {
+    for request in server.incoming_requests() {
+        let response = respond(request.url(), &mut scrape);
+        // A client that went away loses only its own answer.
+        let _ = request.respond(response);
+    }
+}
+
+fn respond(url: &str, scrape: &mut impl FnMut() -> Result<String>) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let header = |value: &str| tiny_http::Header::from_bytes("Content-Type", value).expect("a valid header");
+    match url.split('?').next() {
+        Some("/metrics") => match scrape() {
+            Ok(text) => tiny_http::Response::from_string(text).with_header(header(prometheus::TEXT_FORMAT)),
+            Err(error) => {
+                tiny_http::Response::from_string(format!("reading the tracer: {}\n", crate::error_text(&error)))
+                    .with_status_code(500)
+            }
+        },
+        Some("/") => tiny_http::Response::from_string("snapshot metrics at /metrics\n")
+            .with_header(header("text/plain; charset=utf-8")),
+        _ => tiny_http::Response::from_string("not found: metrics are at /metrics\n").with_status_code(404),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Health, Process};
+
+    fn process(pid: u32, bytes: u64, exited: bool) -> Process {
+        Process {
+            pid,
+            ppid: 1,
+            comm: "w".into(),
+            cow_copies: bytes / 4096,
+            cow_bytes: bytes,
+            file_copies: 0,
+            wp_reuse: 0,
+            wp_faults: 0,
+            zero_fills: 0,
+            faults: 0,
+            vma_misses: 0,
+            copies_by_size: [(4096, bytes / 4096)].into(),
+            exited,
+        }
+    }
+
+    fn report(processes: Vec<Process>) -> Report {
+        Report {
+            schema_version: 1,
+            duration_s: 1.0,
+            tracing_path: None,
+            tracing_path_text: String::new(),
+            processes,
+            forks: Vec::new(),
+            health: Health::default(),
+        }
+    }
+
+    fn copied(metrics: &Metrics) -> u64 {
+        metrics.counters[BYTES].with_label_values(&["w", "4096"]).get()
+    }
+
+    #[test]
+    fn a_cumulative_source_counts_an_exited_process_once() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        let done = report(vec![process(10, 8192, true), process(11, 4096, false)]);
+        metrics.update(&done);
+        metrics.update(&done);
+        assert_eq!(copied(&metrics), 12288);
+    }
+
+    #[test]
+    fn a_forgetting_source_keeps_what_exited_processes_copied() {
+        let mut metrics = Metrics::new(false, Reports::Forgetting).unwrap();
+        metrics.update(&report(vec![process(10, 8192, true), process(11, 4096, false)]));
+        // pid 10 was reported once and forgotten; pid 11 copied more.
+        metrics.update(&report(vec![process(11, 16384, false)]));
+        assert_eq!(copied(&metrics), 8192 + 16384);
+    }
+
+    #[test]
+    fn a_new_cumulative_source_adds_to_what_the_old_one_counted() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        metrics.update(&report(vec![process(10, 8192, false)]));
+        metrics.retire_all();
+        metrics.update(&report(vec![process(20, 4096, false)]));
+        assert_eq!(copied(&metrics), 12288);
+    }
+}
