@@ -193,3 +193,20 @@ def main(body):
         body()
     finally:
         cleanup_tracefs()
+
+
+def snapshot_run(workdir, args):
+    """Runs `snapshot run --no-tui --json F ARGS`; returns [(setting, [snapshot summaries])], one per page size."""
+    path = os.path.join(workdir, "run.jsonl")
+    subprocess.run([SNAP, "run", "--no-tui", "--json", path, *map(str, args)], check=True,
+                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    runs = []
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("type") == "setting":
+                runs.append((rec, []))
+            elif rec.get("type") == "snapshot" and runs:
+                runs[-1][1].append(rec)
+    os.unlink(path)
+    return runs
