@@ -216,3 +216,66 @@ fn utc_now() -> String {
     let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]).output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str) -> Outcome {
+        let result: BodyResult = serde_json::from_str(&format!(
+            r#"{{"name":"{name}","method":"m","commands":["c"],"metrics":[{{"id":"set_per_s_P1","title":"t","unit":"SET/s",
+                "better":"higher","baseline":"redis-server","samples":{{"redis-server":[10,12,11],"snapshot":[13,12,14]}}}}]}}"#
+        ))
+        .unwrap();
+        let machine = machine::Machine {
+            cpu: "cpu".into(),
+            cores: 2,
+            ram_gib: 1.0,
+            kernel: "k".into(),
+            thp: "t".into(),
+            commit: "c".into(),
+            snapshot_sha256: "s".into(),
+        };
+        Outcome {
+            name: name.into(),
+            command: format!("cargo xtask bench {name}"),
+            mode: "full",
+            rounds: 3,
+            started: "now".into(),
+            wall_s: 1.0,
+            load_before: "0".into(),
+            load_after: "0".into(),
+            machine,
+            summaries: result.metrics.iter().map(|m| (m.id.clone(), stats::summarize(m))).collect(),
+            verdicts: targets::judge(name, &result.metrics),
+            result,
+        }
+    }
+
+    #[test]
+    fn a_written_run_passes_the_check_and_a_missing_chart_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bench/results")).unwrap();
+        std::fs::write(dir.path().join("BENCHMARKS.md"), "# B\n\n<!-- bench:store begin -->\nold\n<!-- bench:store end -->\nkept\n").unwrap();
+        write(dir.path(), &outcome("store")).unwrap();
+        let doc = std::fs::read_to_string(dir.path().join("BENCHMARKS.md")).unwrap();
+        assert!(doc.ends_with("<!-- bench:store end -->\nkept\n") && !doc.contains("old"), "{doc}");
+        assert!(doc.contains("| snapshot | 3 | 13.00 | 12.00–14.00 | 1.182 |"), "{doc}");
+        assert!(doc.contains("| 4 | store SET/s ≥ redis-server's (-P 1) | 1.182× | met |"), "{doc}");
+        verify(dir.path(), &["store".to_string()]).unwrap();
+        assert!(verify(dir.path(), &["overhead".to_string()]).is_err(), "a benchmark without a block");
+        let svg = dir.path().join("bench/results/store.svg");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        std::fs::write(&svg, &text[..text.len() / 2]).unwrap();
+        assert!(verify(dir.path(), &["store".to_string()]).is_err(), "a cut chart");
+        std::fs::remove_file(&svg).unwrap();
+        assert!(verify(dir.path(), &["store".to_string()]).is_err());
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_the_list() {
+        let e = selected(&["overhead".into(), "speed".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"speed\"") && e.contains("overhead, accuracy"), "{e}");
+        assert_eq!(selected(&[]).unwrap().len(), NAMES.len());
+    }
+}
