@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 
 use super::stats::{Metric, Summary, fmt, summarize};
 
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 900.0;
 const LABEL: f64 = 170.0;
 const BAR: f64 = 18.0;
 const GAP: f64 = 6.0;
-const TITLE: f64 = 26.0;
+const TITLE: f64 = 40.0;
 
 pub fn svg(title: &str, metrics: &[Metric]) -> String {
     let panels: Vec<(&Metric, Vec<Summary>)> =
@@ -32,12 +32,13 @@ pub fn svg(title: &str, metrics: &[Metric]) -> String {
 
 fn panel(s: &mut String, m: &Metric, rows: &[Summary], mut y: f64) -> f64 {
     let better = if m.better == "higher" { "higher is better" } else { "lower is better" };
-    let _ = writeln!(s, r#"<text x="8" y="{}" font-weight="bold">{} ({}; {better}; bar = median, line = min–max)</text>"#, y + 16.0, escape(&m.title), escape(&m.unit));
+    let _ = writeln!(s, r#"<text x="8" y="{}" font-weight="bold">{}</text>"#, y + 16.0, escape(&m.title));
+    let _ = writeln!(s, r##"<text x="8" y="{}" font-size="11" fill="#444444">{}; {better}; bar = median, line = min–max, (×) = ratio to {}</text>"##, y + 31.0, escape(&m.unit), escape(m.baseline.as_deref().unwrap_or("nothing")));
     y += TITLE;
     let top = rows.iter().map(|r| r.max.max(r.median)).fold(0.0_f64, f64::max);
     let low = rows.iter().map(|r| r.min.min(r.median)).fold(0.0_f64, f64::min);
     let span = if top - low > 0.0 { top - low } else { 1.0 };
-    let plot = WIDTH - LABEL - 90.0;
+    let plot = WIDTH - LABEL - 160.0;
     let x_of = |v: f64| LABEL + (v - low) / span * plot;
     for r in rows {
         let (x0, x1) = (x_of(0.0_f64.max(low)), x_of(r.median));
