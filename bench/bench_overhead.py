@@ -7,7 +7,7 @@ conditions interleaved (the first rotating each round). Three workloads:
            `snapshot trace --pid` (or bpftrace) watches an idle process.
   redis    a real redis-server with KEYS keys of 512 B; redis-benchmark SET -P 16 while BGSAVEs run
            back to back; traced --pid REDIS, --all, bpftrace, or untraced.
-Needs root, gcc, bpftrace, redis-server, redis-benchmark."""
+Needs root, cc, bpftrace, redis-server, redis-benchmark."""
 import os, subprocess, threading, time
 import harness as h
 
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def rewrite(work, m):
     conds = ["none", "snapshot-comm", "snapshot-all", "bpftrace-wp"]
     binary = os.path.join(work, "cowbench")
-    subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(HERE, "forkrewrite.c")], check=True)
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "forkrewrite.c")], check=True)
     for r in range(h.ROUNDS):
         for cond in h.rotated(conds, r):
             t = h.start_tracer(cond, work, comm="cowbench")

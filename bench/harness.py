@@ -9,6 +9,7 @@ no summary of its own. Environment from xtask: BENCH_QUICK (1: tiny sizes, one r
 BENCH_ROUNDS, SNAP (the snapshot binary).
 """
 import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+from storebench import Conn
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
@@ -79,6 +80,8 @@ class Tracer:
             time.sleep(0.05)
 
     def stop(self):
+        if self.conn is not None:
+            self.conn.s.close()
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
@@ -143,6 +146,7 @@ class Server:
         else:
             argv = [SNAP, "serve", "--port", str(self.port), "--save", "", "--dir", self.dir, *extra]
         self.argv = argv
+        self.conn = None
         self.log = open(os.path.join(self.dir, "log"), "w")
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         for _ in range(400):
@@ -160,13 +164,19 @@ class Server:
         return r.stdout.strip()
 
     def info(self, section):
-        return dict(l.split(":", 1) for l in self.cli("INFO", section).splitlines() if ":" in l)
+        # One connection per server: polling with redis-cli would fork and exec every 10 ms.
+        if self.conn is None:
+            self.conn = Conn(self.port)
+        text = self.conn.cmd("INFO", section).decode()
+        return dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
 
     def wait_save(self):
         while self.info("persistence").get("rdb_bgsave_in_progress") != "0":
             time.sleep(0.01)
 
     def stop(self):
+        if self.conn is not None:
+            self.conn.s.close()
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait()
