@@ -40,14 +40,15 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The short commit, "+dirty" when the tree has uncommitted changes.
+/// The short commit, "+dirty" when the code has uncommitted changes.
 fn commit(root: &Path) -> Result<String> {
     let git = |args: &[&str]| -> Result<String> {
         let out = Command::new("git").arg("-C").arg(root).args(args).output().context("running git")?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let head = git(&["rev-parse", "--short", "HEAD"])?;
-    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();
+    // What a run writes (BENCHMARKS.md, bench/results/) does not make the code dirty.
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!bench/results"])?.is_empty();
     Ok(if dirty { format!("{head}+dirty") } else { head })
 }
 
