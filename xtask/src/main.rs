@@ -112,7 +112,9 @@ fn run(task: Task) -> Result<ExitCode> {
                 return Ok(code);
             }
             let binary = build(&ws, &tools, true)?;
-            let opts = bench::Options { names: Vec::new(), quick: true, rounds: None, out: None };
+            // Written and checked in a directory removed afterwards: CI keeps nothing.
+            let out = tempfile::Builder::new().prefix("xtask-bench-").tempdir().context("creating a temporary directory")?;
+            let opts = bench::Options { names: Vec::new(), quick: true, rounds: None, out: Some(out.path().to_path_buf()) };
             bench::run(&ws.root, &binary, &opts)
         }
         Task::Bench { names, quick, rounds, out } => {
