@@ -21,7 +21,7 @@ pub fn describe(root: &Path, binary: &Path) -> Result<Machine> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let kib: f64 = field(&meminfo, "MemTotal").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default().trim().to_string();
+    let thp = selected(&std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default());
     Ok(Machine {
         cpu,
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -38,6 +38,11 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         (k.trim() == name).then_some(v.trim())
     })
+}
+
+/// The bracketed choice of a sysfs list ("always [madvise] never" → "madvise").
+fn selected(list: &str) -> String {
+    list.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or_else(|| list.trim().to_string(), |(v, _)| v.to_string())
 }
 
 /// The short commit, "+dirty" when the code has uncommitted changes.
@@ -72,5 +77,7 @@ mod tests {
         assert_eq!(field(text, "model name"), Some("AMD EPYC"));
         assert_eq!(field(text, "MemTotal"), Some("24000000 kB"));
         assert_eq!(field(text, "nothing"), None);
+        assert_eq!(selected("always [madvise] never\n"), "madvise");
+        assert_eq!(selected("odd"), "odd");
     }
 }
