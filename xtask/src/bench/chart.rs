@@ -33,7 +33,8 @@ pub fn svg(title: &str, metrics: &[Metric]) -> String {
 fn panel(s: &mut String, m: &Metric, rows: &[Summary], mut y: f64) -> f64 {
     let better = if m.better == "higher" { "higher is better" } else { "lower is better" };
     let _ = writeln!(s, r#"<text x="8" y="{}" font-weight="bold">{}</text>"#, y + 16.0, escape(&m.title));
-    let _ = writeln!(s, r##"<text x="8" y="{}" font-size="11" fill="#444444">{}; {better}; bar = median, line = min–max, (×) = ratio to {}</text>"##, y + 31.0, escape(&m.unit), escape(m.baseline.as_deref().unwrap_or("nothing")));
+    let ratio = m.baseline.as_deref().map(|b| format!(", (×) = ratio to {}", escape(b))).unwrap_or_default();
+    let _ = writeln!(s, r##"<text x="8" y="{}" font-size="11" fill="#444444">{}; {better}; bar = median, line = min–max{ratio}</text>"##, y + 31.0, escape(&m.unit));
     y += TITLE;
     let top = rows.iter().map(|r| r.max.max(r.median)).fold(0.0_f64, f64::max);
     let low = rows.iter().map(|r| r.min.min(r.median)).fold(0.0_f64, f64::min);
