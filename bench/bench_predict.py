@@ -5,7 +5,7 @@ import subprocess
 import harness as h
 
 KEYS = h.pick(20_000, 1_000_000)
-DURATION = h.pick(3, 14)
+DURATION = h.pick(3, 12)
 EVERY = h.pick("0.5", "2")
 DISTS = ["uniform", "zipf"]
 
