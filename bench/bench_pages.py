@@ -6,7 +6,7 @@ import subprocess
 import harness as h
 
 KEYS = h.pick(20_000, 500_000)
-DURATION = h.pick(3, 8)
+DURATION = h.pick(3, 6)
 KINDS = ["4k", "thp", "hugetlb"]
 
 

@@ -4,8 +4,8 @@ uniform and zipf keys (`snapshot run --dist`), the two alternating each round.""
 import subprocess
 import harness as h
 
-KEYS = h.pick(20_000, 1_000_000)
-DURATION = h.pick(3, 12)
+KEYS = h.pick(20_000, 500_000)
+DURATION = h.pick(3, 10)
 EVERY = h.pick("0.5", "2")
 DISTS = ["uniform", "zipf"]
 
