@@ -80,8 +80,6 @@ class Tracer:
             time.sleep(0.05)
 
     def stop(self):
-        if self.conn is not None:
-            self.conn.s.close()
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
