@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod child;
 mod packages;
 mod testing;
@@ -52,6 +53,24 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Install the peers (redis-server, redis-tools, bpftrace), build, run the
+    /// benchmarks (all, or those named) and rewrite their blocks of
+    /// BENCHMARKS.md, bench/results/NAME.json and NAME.svg. Needs root.
+    Bench {
+        /// Benchmarks to run (default: all): overhead, accuracy, store, snapshot, pages, predict.
+        names: Vec<String>,
+        /// A few seconds each (tiny sizes, 1 round), to prove the harness works;
+        /// written to a new temporary directory unless --out is given.
+        #[arg(long)]
+        quick: bool,
+        /// Interleaved rounds per benchmark (default 5, or 1 with --quick).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Write BENCHMARKS.md (a copy of the checkout's, when missing) and
+        /// bench/results/ under this directory instead of the checkout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run ARGS as `run` runs snapshot: signals forwarded, status returned (for xtask's tests).
     #[command(hide = true)]
     Exec {
@@ -84,9 +103,25 @@ fn run(task: Task) -> Result<ExitCode> {
             run_as_root(&binary, &args)
         }
         Task::Test { allow_skip, args } => {
-            let (_, tools) = setup()?;
+            let (ws, tools) = setup()?;
             packages::ensure()?;
-            testing::run(&tools, &args, allow_skip)
+            let code = testing::run(&tools, &args, allow_skip)?;
+            // The whole suite ends with the benchmark harness, quick: it proves
+            // every benchmark still runs and writes its block (not its speed).
+            if code != ExitCode::SUCCESS || !args.is_empty() || !is_root() {
+                return Ok(code);
+            }
+            let binary = build(&ws, &tools, true)?;
+            // Written and checked in a directory removed afterwards: CI keeps nothing.
+            let out = tempfile::Builder::new().prefix("xtask-bench-").tempdir().context("creating a temporary directory")?;
+            let opts = bench::Options { names: Vec::new(), quick: true, rounds: None, out: Some(out.path().to_path_buf()) };
+            bench::run(&ws.root, &binary, &opts)
+        }
+        Task::Bench { names, quick, rounds, out } => {
+            let (ws, tools) = setup()?;
+            packages::ensure_commands(bench::COMMANDS)?;
+            let binary = build(&ws, &tools, true)?;
+            bench::run(&ws.root, &binary, &bench::Options { names, quick, rounds, out })
         }
         Task::Exec { args } => child::run(Command::new(&args[0]).args(&args[1..])),
     }

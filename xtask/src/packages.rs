@@ -51,11 +51,21 @@ pub const NEEDS: &[Need] = &[
     Need { command: "prometheus", package: "prometheus", tests: "snapshot-user exporter (a real Prometheus scrapes the exporter)" },
     Need { command: "promtool", package: "prometheus", tests: "snapshot-user exporter (promtool check metrics on the endpoint)" },
     Need { command: "chromium", package: "chromium", tests: "snapshot-user run (the HTML report rendered headless)" },
+    Need { command: "bpftrace", package: "bpftrace", tests: "cargo xtask bench overhead and accuracy (the one-liner compared with)" },
+    Need { command: "python3", package: "python3", tests: "cargo xtask bench (the benchmark bodies, bench/bench_*.py)" },
 ];
 
 /// Installs the packages of every missing command, or says what to install.
 pub fn ensure() -> Result<()> {
-    let missing = missing(NEEDS, |cmd| find(cmd).is_some());
+    install_missing(missing(NEEDS, |cmd| find(cmd).is_some()))
+}
+
+/// The same for the rows of these commands only.
+pub fn ensure_commands(commands: &[&str]) -> Result<()> {
+    install_missing(missing(NEEDS, |cmd| !commands.contains(&cmd) || find(cmd).is_some()))
+}
+
+fn install_missing(missing: Vec<&Need>) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }

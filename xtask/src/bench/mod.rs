@@ -1,0 +1,281 @@
+//! `cargo xtask bench [NAME...] [--quick] [--out DIR]`: runs the benchmark
+//! bodies (bench/bench_NAME.py, which print raw samples as JSON), and from
+//! those samples alone writes bench/results/NAME.{json,svg} and NAME's block of
+//! BENCHMARKS.md: medians, ranges, ratios and the issues' targets.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::step;
+
+mod chart;
+mod machine;
+mod report;
+mod stats;
+mod targets;
+
+/// Every benchmark, in the order a full run takes them.
+pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict"];
+
+/// What the benchmarks run besides snapshot (rows of packages::NEEDS).
+pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "bpftrace", "python3", "cc"];
+
+pub struct Options {
+    pub names: Vec<String>,
+    pub quick: bool,
+    pub rounds: Option<u32>,
+    /// Where BENCHMARKS.md and bench/results/ are written (default: the checkout
+    /// for a full run, a new temporary directory for --quick).
+    pub out: Option<PathBuf>,
+}
+
+/// What a body prints.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+pub struct BodyResult {
+    pub name: String,
+    pub method: String,
+    pub commands: Vec<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    pub metrics: Vec<stats::Metric>,
+}
+
+/// One benchmark's run, as written to bench/results/NAME.json.
+#[derive(Serialize, Clone, Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub command: String,
+    pub mode: &'static str,
+    pub rounds: u32,
+    pub started: String,
+    pub wall_s: f64,
+    pub load_before: String,
+    pub load_after: String,
+    pub machine: machine::Machine,
+    pub result: BodyResult,
+    pub summaries: Vec<(String, Vec<stats::Summary>)>,
+    pub verdicts: Vec<targets::Verdict>,
+}
+
+pub fn run(root: &Path, binary: &Path, opts: &Options) -> Result<ExitCode> {
+    if !crate::is_root() {
+        bail!("the benchmarks load eBPF programs and read other processes' memory maps: run `cargo xtask bench` as root");
+    }
+    let names = selected(&opts.names)?;
+    let out = match &opts.out {
+        Some(dir) => dir.clone(),
+        None if opts.quick => tempfile::Builder::new().prefix("xtask-bench-").tempdir().context("creating a temporary directory")?.keep(),
+        None => root.to_path_buf(),
+    };
+    prepare_out(root, &out)?;
+    // The binary is copied, so a rebuild during the run changes nothing measured.
+    let work = tempfile::Builder::new().prefix("xtask-bench-bin-").tempdir().context("creating a temporary directory")?;
+    let snap = work.path().join("snapshot");
+    std::fs::copy(binary, &snap).with_context(|| format!("copying {}", binary.display()))?;
+    let machine = machine::describe(root, &snap)?;
+    let mut failed = Vec::new();
+    for name in &names {
+        match run_one(root, &snap, &machine, name, opts).and_then(|o| write(&out, &o)) {
+            Ok(()) => step(&format!("[bench] {name}: written to {}", out.display())),
+            Err(e) => {
+                eprintln!("xtask: [bench] {name} failed: {e:#}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    if opts.quick {
+        verify(&out, &names)?;
+        step(&format!("[bench] quick run checked: every block, JSON and chart in {}", out.display()));
+    }
+    if !failed.is_empty() {
+        eprintln!("xtask: [bench] FAILED: {} (their blocks were left as they were)", failed.join(", "));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn selected(names: &[String]) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(NAMES.iter().map(|n| n.to_string()).collect());
+    }
+    for n in names {
+        if !NAMES.contains(&n.as_str()) {
+            bail!("no benchmark named {n:?}; there are: {}", NAMES.join(", "));
+        }
+    }
+    Ok(names.to_vec())
+}
+
+/// A --out directory gets a copy of BENCHMARKS.md to rewrite, and bench/results/.
+fn prepare_out(root: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out.join("bench").join("results")).with_context(|| format!("creating {}/bench/results", out.display()))?;
+    let doc = out.join("BENCHMARKS.md");
+    if out != root && !doc.exists() {
+        std::fs::copy(root.join("BENCHMARKS.md"), &doc).with_context(|| format!("copying BENCHMARKS.md to {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn run_one(root: &Path, snap: &Path, machine: &machine::Machine, name: &str, opts: &Options) -> Result<Outcome> {
+    let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 5 });
+    let script = root.join("bench").join(format!("bench_{name}.py"));
+    step(&format!("[bench] {name}: python3 {} ({} round{})", script.display(), rounds, if rounds == 1 { "" } else { "s" }));
+    let load_before = machine::load_average();
+    let started = utc_now();
+    let t0 = Instant::now();
+    let output = Command::new("python3")
+        .arg(&script)
+        .current_dir(root.join("bench"))
+        .env("SNAP", snap)
+        .env("BENCH_QUICK", if opts.quick { "1" } else { "0" })
+        .env("BENCH_ROUNDS", rounds.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running python3 {}", script.display()))?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!("{} exited with {} (its messages are above)", script.display(), output.status);
+    }
+    let result: BodyResult = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} printed no valid result JSON", script.display()))?;
+    if result.name != name {
+        bail!("{} printed the result of {:?}", script.display(), result.name);
+    }
+    let summaries = result.metrics.iter().map(|m| (m.id.clone(), stats::summarize(m))).collect();
+    let verdicts = targets::judge(name, &result.metrics);
+    let mut command = format!("cargo xtask bench {name}");
+    if opts.quick {
+        command.push_str(" --quick");
+    }
+    if let Some(r) = opts.rounds {
+        command.push_str(&format!(" --rounds {r}"));
+    }
+    Ok(Outcome {
+        name: name.to_string(),
+        command,
+        mode: if opts.quick { "quick (tiny sizes, one round: proves the harness, does not judge speed)" } else { "full" },
+        rounds,
+        started,
+        wall_s,
+        load_before,
+        load_after: machine::load_average(),
+        machine: machine.clone(),
+        result,
+        summaries,
+        verdicts,
+    })
+}
+
+fn write(out: &Path, o: &Outcome) -> Result<()> {
+    let results = out.join("bench").join("results");
+    let json = serde_json::to_string_pretty(o).context("serialising the results")?;
+    std::fs::write(results.join(format!("{}.json", o.name)), json + "\n").context("writing the results JSON")?;
+    let title = format!("{}: medians of {} round(s), {}", o.name, o.rounds, o.started);
+    std::fs::write(results.join(format!("{}.svg", o.name)), chart::svg(&title, &o.result.metrics)).context("writing the chart")?;
+    let path = out.join("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc = report::replace(&doc, &o.name, &report::block(o))?;
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every selected benchmark left a block with a table of numbers, a JSON that
+/// parses with samples, and a chart.
+pub fn verify(out: &Path, names: &[String]) -> Result<()> {
+    let doc = std::fs::read_to_string(out.join("BENCHMARKS.md")).context("reading the written BENCHMARKS.md")?;
+    for name in names {
+        let block = report::find(&doc, name).with_context(|| format!("no block for {name} in {}/BENCHMARKS.md", out.display()))?;
+        let numbers = block.lines().filter(|l| l.starts_with("| ") && l.split('|').nth(3).is_some_and(|c| c.trim().parse::<f64>().is_ok())).count();
+        if numbers == 0 {
+            bail!("{name}'s block has no table row with a median");
+        }
+        let results = out.join("bench").join("results");
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join(format!("{name}.json")))?)
+            .with_context(|| format!("{name}.json does not parse"))?;
+        let samples = json["summaries"].as_array().map(|a| a.iter().filter(|s| s[1].as_array().is_some_and(|r| !r.is_empty())).count()).unwrap_or(0);
+        if samples == 0 {
+            bail!("{name}.json has no metric with samples");
+        }
+        let svg = std::fs::read_to_string(results.join(format!("{name}.svg"))).with_context(|| format!("no chart for {name}"))?;
+        if !(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<rect")) {
+            bail!("{name}.svg is not a complete SVG chart");
+        }
+        if !block.contains(&format!("bench/results/{name}.svg")) {
+            bail!("{name}'s block does not show its chart");
+        }
+    }
+    Ok(())
+}
+
+fn utc_now() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str) -> Outcome {
+        let result: BodyResult = serde_json::from_str(&format!(
+            r#"{{"name":"{name}","method":"m","commands":["c"],"metrics":[{{"id":"set_per_s_P1","title":"t","unit":"SET/s",
+                "better":"higher","baseline":"redis-server","samples":{{"redis-server":[10,12,11],"snapshot":[13,12,14]}}}}]}}"#
+        ))
+        .unwrap();
+        let machine = machine::Machine {
+            cpu: "cpu".into(),
+            cores: 2,
+            ram_gib: 1.0,
+            kernel: "k".into(),
+            thp: "t".into(),
+            commit: "c".into(),
+            snapshot_sha256: "s".into(),
+        };
+        Outcome {
+            name: name.into(),
+            command: format!("cargo xtask bench {name}"),
+            mode: "full",
+            rounds: 3,
+            started: "now".into(),
+            wall_s: 1.0,
+            load_before: "0".into(),
+            load_after: "0".into(),
+            machine,
+            summaries: result.metrics.iter().map(|m| (m.id.clone(), stats::summarize(m))).collect(),
+            verdicts: targets::judge(name, &result.metrics),
+            result,
+        }
+    }
+
+    #[test]
+    fn a_written_run_passes_the_check_and_a_missing_chart_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bench/results")).unwrap();
+        std::fs::write(dir.path().join("BENCHMARKS.md"), "# B\n\n<!-- bench:store begin -->\nold\n<!-- bench:store end -->\nkept\n").unwrap();
+        write(dir.path(), &outcome("store")).unwrap();
+        let doc = std::fs::read_to_string(dir.path().join("BENCHMARKS.md")).unwrap();
+        assert!(doc.ends_with("<!-- bench:store end -->\nkept\n") && !doc.contains("old"), "{doc}");
+        assert!(doc.contains("| snapshot | 3 | 13.00 | 12.00–14.00 | 1.182 |"), "{doc}");
+        assert!(doc.contains("| 4 | store SET/s ≥ redis-server's (-P 1) | 1.182× | met |"), "{doc}");
+        verify(dir.path(), &["store".to_string()]).unwrap();
+        assert!(verify(dir.path(), &["overhead".to_string()]).is_err(), "a benchmark without a block");
+        let svg = dir.path().join("bench/results/store.svg");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        std::fs::write(&svg, &text[..text.len() / 2]).unwrap();
+        assert!(verify(dir.path(), &["store".to_string()]).is_err(), "a cut chart");
+        std::fs::remove_file(&svg).unwrap();
+        assert!(verify(dir.path(), &["store".to_string()]).is_err());
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_the_list() {
+        let e = selected(&["overhead".into(), "speed".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"speed\"") && e.contains("overhead, accuracy"), "{e}");
+        assert_eq!(selected(&[]).unwrap().len(), NAMES.len());
+    }
+}

@@ -1,0 +1,209 @@
+//! The other issues' targets, each judged from a run's medians: "met",
+//! "not met", or "not measured" when the run has no such samples.
+use serde::Serialize;
+
+use super::stats::{Metric, fmt, median};
+
+/// How a condition's median is judged.
+#[derive(Clone, Copy, Debug)]
+pub enum Rule {
+    /// median / baseline median ≥ x
+    RatioAtLeast(f64),
+    /// median / baseline median ≤ x
+    RatioAtMost(f64),
+    /// median / the median of another condition ≤ x
+    RatioToAtMost(&'static str, f64),
+    /// median − baseline median ≤ x (in the metric's unit)
+    AddedAtMost(f64),
+    /// median < the median of another condition
+    Below(&'static str),
+    /// median ≤ x
+    AtMost(f64),
+    /// median ≥ x
+    AtLeast(f64),
+    /// 0 ≤ median ≤ pct % of the same condition's median of metric m, + abs
+    /// (the ground-truth tests' slack: never under the truth, a little over).
+    Slack { of: &'static str, pct: f64, abs: f64 },
+    /// |median| ≤ x
+    AbsAtMost(f64),
+}
+
+pub struct Target {
+    pub bench: &'static str,
+    pub issue: u32,
+    pub metric: &'static str,
+    /// A condition, several separated by commas, or "*": each but the baseline.
+    pub cond: &'static str,
+    pub rule: Rule,
+    pub text: &'static str,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Verdict {
+    pub issue: u32,
+    pub target: String,
+    pub measured: String,
+    pub verdict: &'static str,
+}
+
+const fn t(bench: &'static str, issue: u32, metric: &'static str, cond: &'static str, rule: Rule, text: &'static str) -> Target {
+    Target { bench, issue, metric, cond, rule, text }
+}
+
+use Rule::*;
+pub const TARGETS: &[Target] = &[
+    t("overhead", 9, "redis_set_per_s", "snapshot-pid", RatioAtLeast(0.97), "redis SET/s traced --pid ≥ 0.97 of untraced"),
+    t("overhead", 9, "redis_set_per_s", "snapshot-all", RatioAtLeast(0.95), "redis SET/s traced --all ≥ 0.95 of untraced"),
+    t("overhead", 9, "rewrite_ns_per_copy", "snapshot-comm", AddedAtMost(250.0), "rewrite: added cost per copy ≤ 250 ns"),
+    t("overhead", 9, "rewrite_ns_per_copy", "snapshot-comm", Below("bpftrace-wp"), "rewrite: traced below bpftrace's one-liner"),
+    t("overhead", 9, "dd_s", "snapshot-pid", RatioAtMost(1.02), "dd while another pid is traced ≤ 1.02×"),
+    t("accuracy", 15, "tracer_minus_truth", "*", Slack { of: "truth_copies", pct: 1.0, abs: 64.0 },
+      "tracer − truth within the tests' slack (0 … 1 % + 64 pages)"),
+    t("store", 4, "set_per_s_P1", "snapshot", RatioAtLeast(1.0), "store SET/s ≥ redis-server's (-P 1)"),
+    t("store", 4, "set_per_s_P16", "snapshot", RatioAtLeast(1.0), "store SET/s ≥ redis-server's (-P 16)"),
+    t("store", 4, "get_per_s_P1", "snapshot", RatioAtLeast(1.0), "store GET/s ≥ redis-server's (-P 1)"),
+    t("store", 4, "get_per_s_P16", "snapshot", RatioAtLeast(1.0), "store GET/s ≥ redis-server's (-P 16)"),
+    t("snapshot", 10, "extra_mb", "redirect", RatioToAtMost("inplace", 0.25), "redirect extra memory ≤ 1/4 of inplace"),
+    t("snapshot", 10, "extra_mb", "redirect", RatioAtMost(0.25), "redirect extra memory ≤ 1/4 of redis-server"),
+    t("snapshot", 10, "extra_mb", "forkless", RatioAtMost(0.1), "forkless extra memory ≤ 1/10 of redis-server"),
+    t("snapshot", 10, "stall_us", "forkless", AtMost(1000.0), "forkless stall ≤ 1 ms"),
+    t("snapshot", 10, "save_s", "forkless", RatioToAtMost("inplace", 2.0), "forkless duration ≤ 2× fork"),
+    t("snapshot", 10, "set_during_vs_base", "inplace,redirect,forkless", AtLeast(0.9), "SET/s during the snapshot ≥ 0.9 of no snapshot"),
+    t("snapshot", 10, "p99_during_vs_base", "inplace,redirect,forkless", AtMost(1.1), "write p99 during the snapshot ≤ 1.1 of no snapshot"),
+    t("predict", 8, "prediction_error_pct", "*", AbsAtMost(15.0), "prediction within 15 % of the measured copied bytes"),
+];
+
+/// The verdicts of the targets of `bench` for a run's metrics.
+pub fn judge(bench: &str, metrics: &[Metric]) -> Vec<Verdict> {
+    let all = metrics;
+    let mut out = Vec::new();
+    for target in TARGETS.iter().filter(|t| t.bench == bench) {
+        let Some(m) = metrics.iter().find(|m| m.id == target.metric) else {
+            out.push(not_measured(target, "metric not in this run"));
+            continue;
+        };
+        let conds: Vec<&String> = if target.cond == "*" {
+            m.samples.iter().map(|(c, _)| c).filter(|c| Some(*c) != m.baseline.as_ref()).collect()
+        } else {
+            m.samples.iter().map(|(c, _)| c).filter(|c| target.cond.split(',').any(|t| t == c.as_str())).collect()
+        };
+        if conds.is_empty() {
+            out.push(not_measured(target, "condition not in this run"));
+        }
+        for cond in conds {
+            out.push(judge_one(target, m, cond, all));
+        }
+    }
+    out
+}
+
+fn not_measured(target: &Target, why: &str) -> Verdict {
+    Verdict { issue: target.issue, target: target.text.to_string(), measured: why.to_string(), verdict: "not measured" }
+}
+
+fn judge_one(target: &Target, m: &Metric, cond: &str, all: &[Metric]) -> Verdict {
+    let med = |c: &str| m.samples.get(c).and_then(|xs| median(xs));
+    let base = m.baseline.as_deref().and_then(med);
+    let name = if target.cond == "*" || target.cond.contains(',') { format!("{} ({cond})", target.text) } else { target.text.to_string() };
+    let Some(x) = med(cond) else {
+        return Verdict { issue: target.issue, target: name, measured: "no samples".into(), verdict: "not measured" };
+    };
+    let (ok, measured) = match target.rule {
+        RatioAtLeast(_) | RatioAtMost(_) | AddedAtMost(_) if base.is_none() => (None, "no baseline".to_string()),
+        RatioAtLeast(r) => {
+            let q = x / base.unwrap_or(f64::NAN);
+            (Some(q >= r), format!("{q:.3}×"))
+        }
+        RatioAtMost(r) => {
+            let q = x / base.unwrap_or(f64::NAN);
+            (Some(q <= r), format!("{q:.3}×"))
+        }
+        AddedAtMost(d) => {
+            let added = x - base.unwrap_or(f64::NAN);
+            (Some(added <= d), format!("{} {} added", fmt(added), m.unit))
+        }
+        RatioToAtMost(other, r) => match med(other) {
+            Some(o) => (Some(x / o <= r), format!("{:.3}× {other}", x / o)),
+            None => (None, format!("no {other}")),
+        },
+        Below(other) => match med(other) {
+            Some(o) => (Some(x < o), format!("{} vs {} {} ({other})", fmt(x), fmt(o), m.unit)),
+            None => (None, format!("no {other}")),
+        },
+        AtMost(v) => (Some(x <= v), format!("{} {}", fmt(x), m.unit)),
+        AtLeast(v) => (Some(x >= v), format!("{} {}", fmt(x), m.unit)),
+        Slack { of, pct, abs } => match all.iter().find(|o| o.id == of).and_then(|o| o.samples.get(cond)).and_then(|xs| median(xs)) {
+            Some(truth) => {
+                let hi = truth * pct / 100.0 + abs;
+                (Some((0.0..=hi).contains(&x)), format!("{} {} (allowed 0…{})", fmt(x), m.unit, fmt(hi)))
+            }
+            None => (None, format!("no {of}")),
+        },
+        AbsAtMost(v) => (Some(x.abs() <= v), format!("{} {}", fmt(x), m.unit)),
+    };
+    let verdict = match ok {
+        Some(true) => "met",
+        Some(false) => "not met",
+        None => "not measured",
+    };
+    Verdict { issue: target.issue, target: name, measured, verdict }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(json: &str) -> Vec<Metric> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn verdicts_follow_the_medians() {
+        let ms = metrics(
+            r#"[{"id":"redis_set_per_s","title":"t","unit":"SET/s","better":"higher","baseline":"none",
+                 "samples":{"none":[100,100,100],"snapshot-pid":[98,97,99],"snapshot-all":[90,94,80]}},
+                {"id":"rewrite_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":"none",
+                 "samples":{"none":[1000],"snapshot-comm":[1300],"bpftrace-wp":[1200]}}]"#,
+        );
+        let v = judge("overhead", &ms);
+        let by = |text: &str| v.iter().find(|v| v.target.starts_with(text)).unwrap();
+        assert_eq!(by("redis SET/s traced --pid").verdict, "met");
+        assert_eq!(by("redis SET/s traced --all").verdict, "not met");
+        assert_eq!(by("rewrite: added").verdict, "not met");
+        assert_eq!(by("rewrite: added").measured, "300.0 ns added");
+        assert_eq!(by("rewrite: traced below").verdict, "not met");
+        assert_eq!(by("dd while").verdict, "not measured");
+    }
+
+    #[test]
+    fn the_slack_is_relative_to_the_truth_of_the_same_condition() {
+        let ms = metrics(
+            r#"[{"id":"truth_copies","title":"t","unit":"pages","better":"higher","baseline":null,
+                 "samples":{"a":[10000],"b":[10000],"c":[0]}},
+                {"id":"tracer_minus_truth","title":"t","unit":"pages","better":"lower","baseline":null,
+                 "samples":{"a":[150],"b":[170],"c":[-1]}}]"#,
+        );
+        let v = judge("accuracy", &ms);
+        assert_eq!(v.iter().map(|v| v.verdict).collect::<Vec<_>>(), ["met", "not met", "not met"]);
+    }
+
+    #[test]
+    fn a_star_target_judges_every_condition_but_the_baseline() {
+        let ms = metrics(
+            r#"[{"id":"prediction_error_pct","title":"t","unit":"%","better":"lower","baseline":null,
+                 "samples":{"uniform":[3,4,5],"zipf":[-20,-18,-30]}}]"#,
+        );
+        let v = judge("predict", &ms);
+        let listed = metrics(
+            r#"[{"id":"set_during_vs_base","title":"t","unit":"ratio","better":"higher","baseline":null,
+                 "samples":{"redis":[0.5],"inplace":[0.95],"forkless":[0.8]}}]"#,
+        );
+        let l = judge("snapshot", &listed);
+        let rps: Vec<_> = l.iter().filter(|v| v.target.starts_with("SET/s during")).map(|v| (v.target.as_str(), v.verdict)).collect();
+        assert_eq!(rps.len(), 2, "redis is not one of the store's methods: {rps:?}");
+        assert!(rps[0].0.ends_with("(inplace)") && rps[0].1 == "met" && rps[1].1 == "not met", "{rps:?}");
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].verdict, v[1].verdict), ("met", "not met"));
+        assert!(v[1].target.contains("(zipf)"));
+    }
+}
