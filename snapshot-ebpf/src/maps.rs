@@ -170,6 +170,7 @@ pub fn uncount_copy(stats: *mut ProcStats, order: u32, charged: u64) {
         add(&raw mut (*stats).cow_copies, u64::MAX);
         add(&raw mut (*stats).cow_bytes, bytes.wrapping_neg());
         add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
+        crate::stacks::take_back((*stats).tgid, bytes);
     }
     if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
         if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {

@@ -106,6 +106,8 @@ pub struct TraceArgs {
     /// `-u root` keeps root under sudo.
     #[arg(long, short, value_name = "USER")]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub stacks: crate::stacks::StackArgs,
     /// Run this command and trace it and everything it forks until it exits.
     /// Its exit status becomes snapshot's.
     #[arg(last = true, value_name = "CMD")]

@@ -15,6 +15,7 @@ mod report;
 mod run;
 mod serve;
 mod spawn;
+mod stacks;
 mod top;
 mod trace;
 mod workload;

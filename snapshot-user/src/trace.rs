@@ -27,6 +27,7 @@ use crate::{
     privilege::{self, Identity},
     report::{self, Collector, Report, escape, human},
     spawn::{self, Started},
+    stacks,
 };
 
 /// Exit status when a second SIGINT ends tracing: a shell's for SIGINT.
@@ -42,11 +43,13 @@ struct Plan {
     /// Parents of the processes running at the start (records of processes
     /// that started before tracing carry none).
     ppids: HashMap<u32, u32>,
+    /// `--stacks` outputs, or None without it.
+    stacks: Option<stacks::Outputs>,
 }
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
     let mut plan = plan(&args)?;
-    let selection = Selection { all: args.all, comm: args.comm.clone() };
+    let selection = Selection { all: args.all, comm: args.comm.clone(), stacks: args.stacks.enabled() };
     let loaded = loader::load_all(&selection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,7 +90,8 @@ fn plan(args: &TraceArgs) -> Result<Plan> {
     let json = args.json.as_deref().map(|p| Sink::open(Some(p), Sink::Stdout)).transpose().context("--json")?;
     let target = args.pid.map(resolve_pid).transpose()?;
     let ppids = if args.all || args.comm.is_some() { running_parents() } else { HashMap::new() };
-    Ok(Plan { identity, table, json, target, ppids })
+    let stacks = args.stacks.enabled().then(|| stacks::Outputs::open(&args.stacks)).transpose()?;
+    Ok(Plan { identity, table, json, target, ppids, stacks })
 }
 
 /// A thread id becomes its process's id: the whole process is traced.
@@ -108,6 +112,9 @@ fn running_parents() -> HashMap<u32, u32> {
 /// Writes the table and the JSON; every write is checked.
 fn finish(plan: &mut Plan, report: &Report) -> Result<()> {
     plan.table.write(|out| report::print(report, out))?;
+    if let (Some(outputs), Some(stacks)) = (&mut plan.stacks, &report.stacks) {
+        outputs.write(stacks, &mut plan.table)?;
+    }
     if let Some(json) = &mut plan.json {
         json.write(|out| {
             serde_json::to_writer_pretty(&mut *out, report)?;
@@ -139,10 +146,12 @@ const HANDLED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// Traces until the end: the report and the command's status. A command that
 /// could not start is a `CommandFailed` error carrying its status.
 async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Report, u8)> {
-    let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
-    // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
+    let mut ring = watch_ring(&mut loaded, "EVENTS")?;
+    let mut addresses = match args.stacks.enabled() {
+        true => Some(watch_ring(&mut loaded, "COPY_ADDRS")?),
+        false => None,
+    };
+    let mut recorder = stacks::Recorder::default();
     let signals = watch_signals()?;
     let mut collector = Collector::default();
     seed(&mut loaded, args, plan)?;
@@ -154,7 +163,11 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Rep
         },
     };
     // Attached, maps open, command started: from here on only map reads.
-    privilege::drop_capabilities(&privilege::kept_while_tracing(plan.identity.is_some()))?;
+    let mut keep = privilege::kept_while_tracing(plan.identity.is_some());
+    if addresses.is_some() {
+        keep.extend(privilege::kept_to_read_processes());
+    }
+    privilege::drop_capabilities(&keep)?;
     let child_exit = child.map(exit_watch).transpose()?;
     let watched = plan.target.map(|(pid, _)| exit_watch(Pid::from_raw(pid as i32))).transpose()?;
     note(&format!("tracing {} (Ctrl-C to stop)", describe(args, plan)));
@@ -169,6 +182,11 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Rep
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("event ring")?;
                 collector.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            guard = ready(addresses.as_mut()) => {
+                let mut guard = guard.context("address ring")?;
+                recorder.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = ticker.tick(), if args.interval.is_some() => {
@@ -196,8 +214,30 @@ async fn trace(mut loaded: Loaded, args: &TraceArgs, plan: &Plan) -> Result<(Rep
         }
     };
     collector.drain(ring.get_mut());
-    let report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+    let mut report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+    if let Some(ring) = &mut addresses {
+        recorder.drain(ring.get_mut());
+        report.stacks = Some(recorder.finish(&loaded, &report)?);
+    }
     Ok((report, status))
+}
+
+/// A ring buffer of the programs, readable in the event loop.
+fn watch_ring(loaded: &mut Loaded, name: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let ring = RingBuf::try_from(loaded.ebpf.take_map(name).with_context(|| format!("no {name} map"))?)?;
+    // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the {name} ring: {e}"))
+}
+
+/// Resolves when the ring has records; never without one.
+async fn ready(
+    ring: Option<&mut AsyncFd<RingBuf<MapData>>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    match ring {
+        Some(ring) => ring.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The command could not be run: its shell status, the reason already said.
