@@ -93,7 +93,7 @@ mod tests {
     fn finds_the_region_of_an_address_in_our_own_layout() {
         let layout = Layout::read(std::process::id()).expect("own maps");
         let on_heap = Box::new(7u64);
-        let here = finds_the_region_of_an_address_in_our_own_layout as usize as u64;
+        let here = finds_the_region_of_an_address_in_our_own_layout as *const () as u64;
         let code = layout.find(here).expect("code mapping");
         assert!(code.file.is_some(), "code comes from a file: {code:?}");
         let heap = layout.find(&*on_heap as *const u64 as u64).expect("heap mapping");
