@@ -120,7 +120,29 @@ fn stacks_split_copies_by_function_and_by_mapping() {
     assert!(within(anon, 4 * PAGES, 2.0), "[anon] copies {anon} of {}: {names:?}", 4 * PAGES);
     assert!(stderr.contains("copies by mapping:") && stderr.contains(data.to_str().unwrap()), "{stderr}");
 
+    every_stacks_field_is_documented(&report);
     flame_graph_renders(&svg, &dir);
+}
+
+/// The README's JSON tables name every field of `stacks` and `health`.
+fn every_stacks_field_is_documented(report: &Value) {
+    fn keys(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| {
+                out.push(k.clone());
+                keys(v, out)
+            }),
+            Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut found = vec!["stacks".to_string()];
+    keys(&report["stacks"], &mut found);
+    keys(&report["health"], &mut found);
+    for key in found {
+        assert!(readme.contains(&format!("| `{key}` |")), "README documents no field `{key}`");
+    }
 }
 
 /// The SVG parses as XML, names the two functions, and headless Chromium
