@@ -158,6 +158,8 @@ pub struct Config {
     pub mm_anonpages: u32,
     pub mm_swapents: u32,
     pub mm_shmempages: u32,
+    /// Non-zero with `--stacks`: record each copy's user stack and address.
+    pub stacks: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.
@@ -172,7 +174,11 @@ pub mod counter {
     pub const RING_FULL: u32 = 3;
     /// Copies in processes with no live fork (private file pages, for one).
     pub const UNATTRIBUTED: u32 = 4;
-    pub const LEN: u32 = 5;
+    /// `--stacks`: a copy whose stack could not be kept (stack or count map full).
+    pub const STACKS_DROPPED: u32 = 5;
+    /// `--stacks`: a copy whose address found the address ring full.
+    pub const ADDRESSES_DROPPED: u32 = 6;
+    pub const LEN: u32 = 7;
 }
 
 /// Tag of a record sent on the `EVENTS` ring buffer.
@@ -198,8 +204,40 @@ pub union EventPayload {
     pub fork: ForkRecord,
 }
 
+/// `--stacks`: copies counted per process and user stack (`STACK_COPIES` key).
+/// `stack_id` is the id in the `STACKS` map, or negative when the kernel
+/// could not walk the stack (the error).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub stack_id: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackCount {
+    pub copies: u64,
+    pub bytes: u64,
+}
+
+/// `--stacks`: one copy's address, sent on the `COPY_ADDRS` ring so the user
+/// side can find its mapping while the process lives. A copy taken back
+/// (the page was page cache after all) is sent again with `copies` = -1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CopyAddr {
+    pub tgid: u32,
+    pub copies: i32,
+    pub address: u64,
+    pub bytes: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain `#[repr(C)]` integers without padding.
+    unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::StackCount {}
     // SAFETY: plain `#[repr(C)]` integers and arrays with explicit padding.
     unsafe impl aya::Pod for super::ProcStats {}
     unsafe impl aya::Pod for super::ForkRecord {}

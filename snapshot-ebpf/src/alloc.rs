@@ -4,29 +4,30 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
 
 use crate::{
     kernel::{cfg, finished_faults},
     maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy, uncount_copy},
+    stacks,
 };
 
 /// `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
 #[btf_tracepoint(function = "mm_page_alloc")]
 pub fn mm_page_alloc(ctx: BtfTracePointContext) -> u32 {
-    on_alloc(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_alloc(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn mm_page_alloc_raw(ctx: RawTracePointContext) -> i32 {
-    on_alloc(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_alloc(&ctx, ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[inline(always)]
-fn on_alloc(page: u64, order: u64, gfp: u64) {
+fn on_alloc<C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64) {
     // The flags first: most allocations of the machine (slab, page tables,
     // page cache) end here, before any helper call.
     if page == 0 {
@@ -48,6 +49,7 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
     }
     let zero = gfp & (1u64 << cfg!(gfp_zero)) != 0;
     let split;
+    let address = unsafe { (*pending).address };
     unsafe {
         let done = finished_faults() != (*pending).faults;
         // The fault flushed, counted a hugetlb copy, and still allocates: a THP split.
@@ -80,6 +82,7 @@ fn on_alloc(page: u64, order: u64, gfp: u64) {
         return;
     }
     let charged = record_copy(stats, order as u32);
+    stacks::on_copy(ctx, tgid, address, 1 << (cfg!(page_shift) + order as u32));
     // Kept until the fault is over: `rss_stat` may show the page was page cache.
     unsafe {
         (*pending).copied = order as u32 + 1;

@@ -26,6 +26,7 @@ static CONFIG: Config = Config {
     mm_anonpages: 1,
     mm_swapents: 2,
     mm_shmempages: 3,
+    stacks: 0,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding

@@ -34,6 +34,7 @@ mod kernel;
 mod maps;
 mod probe;
 mod rss;
+mod stacks;
 mod task_storage;
 mod tlb;
 

@@ -161,7 +161,10 @@ pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
 pub fn uncount_copy(stats: *mut ProcStats, order: u32, charged: u64) {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
-    unsafe { add(&raw mut (*stats).copies_by_order[slot], u64::MAX) };
+    unsafe {
+        add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
+        crate::stacks::take_back((*stats).tgid, bytes);
+    }
     if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
         if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {
             add(p, u64::MAX);

@@ -6,29 +6,30 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, tracing::StackIdContext},
 };
 
 use crate::{
     kernel::{cfg, current_task, finished_faults_of, maps_hugetlb},
     maps::{PENDING, PROCS, WRITE_PROTECT, record_copy},
+    stacks,
 };
 
 /// `(int reason, unsigned long pages)`
 #[btf_tracepoint(function = "tlb_flush")]
 pub fn tlb_flush(ctx: BtfTracePointContext) -> u32 {
-    on_flush(ctx.arg(0));
+    on_flush(&ctx, ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "tlb_flush")]
 pub fn tlb_flush_raw(ctx: RawTracePointContext) -> i32 {
-    on_flush(ctx.arg(0));
+    on_flush(&ctx, ctx.arg(0));
     0
 }
 
 #[inline(always)]
-fn on_flush(reason: u64) {
+fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
     // Only a flush the current task asked for on its own mm: a shootdown
     // IPI or a task switch runs in whatever task the CPU was running.
     if reason as u32 != cfg!(tlb_local_mm_shootdown) {
@@ -36,6 +37,7 @@ fn on_flush(reason: u64) {
     }
     let Some(pending) = PENDING.current(false) else { return };
     let order = cfg!(huge_order);
+    let bytes = 1u64 << (cfg!(page_shift) + order);
     unsafe {
         // A 4 KiB copy allocated (and cleared `address`) before its flush.
         if (*pending).address == 0 || (*pending).kind != WRITE_PROTECT || (*pending).flushed != 0 {
@@ -53,5 +55,6 @@ fn on_flush(reason: u64) {
         let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
         (*pending).flushed = 1;
         (*pending).charged = record_copy(stats, order);
+        stacks::on_copy(ctx, tgid, (*pending).address, bytes);
     }
 }

@@ -110,6 +110,8 @@ pub struct TraceArgs {
     /// (e.g. 127.0.0.1:9435) while tracing: the same metrics as `snapshot exporter`.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub stacks: crate::stacks::StackArgs,
     /// Run this command and trace it and everything it forks until it exits.
     /// Its exit status becomes snapshot's.
     #[arg(last = true, value_name = "CMD")]

@@ -38,6 +38,7 @@ impl Source {
         let mut loaded = loader::load_all(&Selection {
             all: true,
             comm: None,
+            stacks: false,
         })?;
         let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
         Ok(Source {

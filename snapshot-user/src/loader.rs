@@ -34,6 +34,8 @@ impl Path {
 pub struct Selection {
     pub all: bool,
     pub comm: Option<String>,
+    /// `--stacks`: record each copy's user stack and address.
+    pub stacks: bool,
 }
 
 pub struct Loaded {
@@ -72,7 +74,13 @@ pub fn load(selection: &Selection) -> Result<Loaded> {
         config.match_comm = 1;
         config.comm = comm_bytes(name)?;
     }
-    let mut ebpf = EbpfLoader::new()
+    config.stacks = u32::from(selection.stacks);
+    let mut loader = EbpfLoader::new();
+    if !selection.stacks {
+        // The programs never touch them: keep them from holding memory.
+        loader.map_max_entries("STACKS", 1).map_max_entries("STACK_COPIES", 1).map_max_entries("COPY_ADDRS", 4096);
+    }
+    let mut ebpf = loader
         .override_global("CONFIG", &config, true)
         // PENDING is task storage, which aya creates but cannot read: it need not.
         .allow_unsupported_maps()

@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod serve;
 mod spawn;
+mod stacks;
 mod top;
 mod trace;
 mod workload;

@@ -94,6 +94,12 @@ pub fn kept_while_tracing(command_as_other_user: bool) -> Vec<Capability> {
     keep
 }
 
+/// `--stacks` reads /proc/PID/maps and the mapped files of processes that
+/// may belong to other users.
+pub fn kept_to_read_processes() -> Vec<Capability> {
+    vec![Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]
+}
+
 /// Nothing since Linux 6.5; CAP_BPF before, unless unprivileged BPF is allowed.
 pub fn kept_to_read_maps() -> Vec<Capability> {
     if crate::kernel::map_reads_need_cap_bpf() { vec![Capability::CAP_BPF] } else { Vec::new() }

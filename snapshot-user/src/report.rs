@@ -62,6 +62,10 @@ pub struct Health {
     pub ring_full: u64,
     /// Copies made while no fork shared the page (e.g. a private file mapping's first write).
     pub unattributed_copies: u64,
+    /// `--stacks`: copies whose stack was not kept (stack or count table full).
+    pub dropped_stacks: u64,
+    /// `--stacks`: copies whose address found the address ring full (missing from `stacks.by_mapping`).
+    pub dropped_addresses: u64,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -75,6 +79,9 @@ pub struct Report {
     pub processes: Vec<Process>,
     pub forks: Vec<Fork>,
     pub health: Health,
+    /// `--stacks`: the code paths and mappings that copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<crate::stacks::StacksReport>,
 }
 
 impl Report {
@@ -146,6 +153,7 @@ impl Collector {
             processes,
             forks,
             health: health(loaded)?,
+            stacks: None,
         })
     }
 }
@@ -210,6 +218,8 @@ fn health(loaded: &Loaded) -> Result<Health> {
         pending_table_full: get(counter::PENDING_FULL),
         ring_full: get(counter::RING_FULL),
         unattributed_copies: get(counter::UNATTRIBUTED),
+        dropped_stacks: get(counter::STACKS_DROPPED),
+        dropped_addresses: get(counter::ADDRESSES_DROPPED),
     })
 }
 

@@ -29,6 +29,7 @@ use crate::{
     privilege::{self, Identity},
     report::{self, Collector, Report, escape, human},
     spawn::{self, Started},
+    stacks,
 };
 
 /// Exit status when a second SIGINT ends tracing: a shell's for SIGINT.
@@ -46,11 +47,13 @@ struct Plan {
     ppids: HashMap<u32, u32>,
     /// `--metrics`: bound before tracing starts.
     metrics: Option<std::net::TcpListener>,
+    /// `--stacks` outputs, or None without it.
+    stacks: Option<stacks::Outputs>,
 }
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
     let mut plan = plan(&args)?;
-    let selection = Selection { all: args.all, comm: args.comm.clone() };
+    let selection = Selection { all: args.all, comm: args.comm.clone(), stacks: args.stacks.enabled() };
     let loaded = loader::load_all(&selection)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -93,7 +96,8 @@ fn plan(args: &TraceArgs) -> Result<Plan> {
     let target = args.pid.map(resolve_pid).transpose()?;
     let ppids = if args.all || args.comm.is_some() { running_parents() } else { HashMap::new() };
     let metrics = args.metrics.map(metrics::bind).transpose().context("--metrics")?;
-    Ok(Plan { identity, table, json, target, ppids, metrics })
+    let stacks = args.stacks.enabled().then(|| stacks::Outputs::open(&args.stacks)).transpose()?;
+    Ok(Plan { identity, table, json, target, ppids, metrics, stacks })
 }
 
 /// A thread id becomes its process's id: the whole process is traced.
@@ -114,6 +118,9 @@ fn running_parents() -> HashMap<u32, u32> {
 /// Writes the table and the JSON; every write is checked.
 fn finish(plan: &mut Plan, report: &Report) -> Result<()> {
     plan.table.write(|out| report::print(report, out))?;
+    if let (Some(outputs), Some(stacks)) = (&mut plan.stacks, &report.stacks) {
+        outputs.write(stacks, &mut plan.table)?;
+    }
     if let Some(json) = &mut plan.json {
         json.write(|out| {
             serde_json::to_writer_pretty(&mut *out, report)?;
@@ -150,10 +157,12 @@ async fn trace(
     plan: &Plan,
     endpoint: Option<std::net::TcpListener>,
 ) -> Result<(Report, u8)> {
-    let ring: RingBuf<MapData> = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
-    // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the event ring: {e}"))?;
+    let mut ring = watch_ring(&mut loaded, "EVENTS")?;
+    let mut addresses = match args.stacks.enabled() {
+        true => Some(watch_ring(&mut loaded, "COPY_ADDRS")?),
+        false => None,
+    };
+    let mut recorder = stacks::Recorder::default();
     let signals = watch_signals()?;
     let mut collector = Collector::default();
     let (metrics, mut scrapes) = serve_metrics(endpoint)?;
@@ -166,7 +175,11 @@ async fn trace(
         },
     };
     // Attached, maps open, command started: from here on only map reads.
-    privilege::drop_capabilities(&privilege::kept_while_tracing(plan.identity.is_some()))?;
+    let mut keep = privilege::kept_while_tracing(plan.identity.is_some());
+    if addresses.is_some() {
+        keep.extend(privilege::kept_to_read_processes());
+    }
+    privilege::drop_capabilities(&keep)?;
     let child_exit = child.map(exit_watch).transpose()?;
     let watched = plan.target.map(|(pid, _)| exit_watch(Pid::from_raw(pid as i32))).transpose()?;
     note(&format!("tracing {} (Ctrl-C to stop)", describe(args, plan)));
@@ -191,6 +204,11 @@ async fn trace(
                     metrics::lock(metrics)?.update(&now);
                 }
                 let _ = done.send(());
+            }
+            guard = ready(addresses.as_mut()) => {
+                let mut guard = guard.context("address ring")?;
+                recorder.drain(guard.get_inner_mut());
+                guard.clear_ready();
             }
             _ = ticker.tick(), if args.interval.is_some() => {
                 let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
@@ -217,7 +235,11 @@ async fn trace(
         }
     };
     collector.drain(ring.get_mut());
-    let report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+    let mut report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+    if let Some(ring) = &mut addresses {
+        recorder.drain(ring.get_mut());
+        report.stacks = Some(recorder.finish(&loaded, &report)?);
+    }
     Ok((report, status))
 }
 
@@ -231,6 +253,24 @@ fn serve_metrics(endpoint: Option<std::net::TcpListener>) -> Result<(Option<metr
     let shared = Arc::new(Mutex::new(Metrics::new(false, Reports::Cumulative).context("registering metrics")?));
     metrics::serve_in_background(server, shared.clone(), Some(refresh))?;
     Ok((Some(shared), scrapes))
+}
+
+/// A ring buffer of the programs, readable in the event loop.
+fn watch_ring(loaded: &mut Loaded, name: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let ring = RingBuf::try_from(loaded.ebpf.take_map(name).with_context(|| format!("no {name} map"))?)?;
+    // SAFETY: the ring's fd lives as long as the AsyncFd that owns the ring.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the {name} ring: {e}"))
+}
+
+/// Resolves when the ring has records; never without one.
+async fn ready(
+    ring: Option<&mut AsyncFd<RingBuf<MapData>>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    match ring {
+        Some(ring) => ring.readable_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The command could not be run: its shell status, the reason already said.

@@ -46,13 +46,13 @@ pub const NEEDS: &[Need] = &[
     Need { command: "mkfs.ext4", package: "e2fsprogs", tests: "snapshot-store reliability (power loss on a loop device)" },
     Need { command: "mount", package: "mount", tests: "snapshot-store reliability (full disk, power loss)" },
     Need { command: "unshare", package: "util-linux", tests: "snapshot-user cli (check in a user namespace)" },
-    Need { command: "cc", package: "gcc", tests: "snapshot-user truth (ground-truth programs in C, io_uring and futex headers)" },
+    Need { command: "cc", package: "gcc", tests: "snapshot-user truth and stacks (ground-truth programs in C, io_uring and futex headers)" },
     Need { command: "tmux", package: "tmux", tests: "snapshot-user run and top (the live report and table in a real terminal)" },
     Need { command: "prometheus", package: "prometheus", tests: "snapshot-user exporter (a real Prometheus scrapes the exporter)" },
     Need { command: "promtool", package: "prometheus", tests: "snapshot-user exporter (promtool check metrics on the endpoint)" },
-    Need { command: "chromium", package: "chromium", tests: "snapshot-user run (the HTML report rendered headless)" },
+    Need { command: "chromium", package: "chromium", tests: "snapshot-user run and stacks (the HTML report and the flame graph rendered headless)" },
     Need { command: "bpftrace", package: "bpftrace", tests: "cargo xtask bench overhead and accuracy (the one-liner compared with)" },
-    Need { command: "python3", package: "python3", tests: "cargo xtask bench (the benchmark bodies, bench/bench_*.py)" },
+    Need { command: "python3", package: "python3", tests: "snapshot-user stacks (a forked Python worker's copies); cargo xtask bench (bench/bench_*.py)" },
 ];
 
 /// Installs the packages of every missing command, or says what to install.

@@ -1,0 +1,108 @@
+//! `--stacks`: who made each copy. The user stack of the copying thread
+//! (the kernel walks frame pointers) is counted per process and stack id in
+//! `STACK_COPIES`; the faulting address goes to the user side on `COPY_ADDRS`,
+//! which finds its mapping in /proc/PID/maps while the process lives.
+//! Without `--stacks` every call here returns after one global read, and the
+//! loader shrinks the maps to one entry.
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use snapshot_common::{CopyAddr, StackCount, StackKey, counter};
+
+use crate::{
+    kernel::cfg,
+    maps::{add, count},
+};
+
+/// User stacks by id. Sized by the loader (`--stacks`) or one entry.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Copies and bytes per (tgid, stack id).
+#[map]
+pub static STACK_COPIES: HashMap<StackKey, StackCount> = HashMap::with_max_entries(32768, 0);
+
+/// Each copy's address (see [`CopyAddr`]).
+#[map]
+pub static COPY_ADDRS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// The last copy recorded on this CPU, so a copy taken back inside the same
+/// fault (page cache after all, a THP split) is taken back from its stack too.
+#[map]
+static LAST: PerCpuArray<Last> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct Last {
+    key: StackKey,
+    address: u64,
+    bytes: u64,
+}
+
+const BPF_NOEXIST: u64 = 1;
+
+/// A copy of `bytes` at `address` by the current thread of `tgid`.
+#[inline(always)]
+pub fn on_copy<C: StackIdContext>(ctx: &C, tgid: u32, address: u64, bytes: u64) {
+    if cfg!(stacks) == 0 {
+        return;
+    }
+    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(e) => e.min(-1),
+    };
+    let key = StackKey { tgid, stack_id };
+    if !count_stack(&key, 1, bytes) {
+        count(counter::STACKS_DROPPED);
+    }
+    send(tgid, address, 1, bytes);
+    if let Some(last) = LAST.get_ptr_mut(0) {
+        unsafe {
+            (*last).key = key;
+            (*last).address = address;
+            (*last).bytes = bytes;
+        }
+    }
+}
+
+/// The copy just recorded in `tgid` was not one after all.
+#[inline(always)]
+pub fn take_back(tgid: u32, bytes: u64) {
+    if cfg!(stacks) == 0 {
+        return;
+    }
+    let Some(last) = LAST.get_ptr_mut(0) else { return };
+    let (key, address) = unsafe { ((*last).key, (*last).address) };
+    if key.tgid != tgid || unsafe { (*last).bytes } != bytes {
+        return;
+    }
+    unsafe { (*last).bytes = 0 };
+    count_stack(&key, u64::MAX, bytes.wrapping_neg());
+    send(tgid, address, -1, bytes);
+}
+
+#[inline(always)]
+fn count_stack(key: &StackKey, copies: u64, bytes: u64) -> bool {
+    let mut entry = STACK_COPIES.get_ptr_mut(key);
+    if entry.is_none() {
+        // Another CPU may insert it first: then the lookup below finds it.
+        let _ = STACK_COPIES.insert(key, &StackCount::default(), BPF_NOEXIST);
+        entry = STACK_COPIES.get_ptr_mut(key);
+    }
+    let Some(c) = entry else { return false };
+    unsafe {
+        add(&raw mut (*c).copies, copies);
+        add(&raw mut (*c).bytes, bytes);
+    }
+    true
+}
+
+#[inline(always)]
+fn send(tgid: u32, address: u64, copies: i32, bytes: u64) {
+    let record = CopyAddr { tgid, copies, address, bytes };
+    if COPY_ADDRS.output::<CopyAddr>(&record, 0).is_err() {
+        count(counter::ADDRESSES_DROPPED);
+    }
+}

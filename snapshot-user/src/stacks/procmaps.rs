@@ -1,0 +1,103 @@
+//! Address spaces of traced processes, read from /proc/PID/maps while they
+//! live and kept after they exit, so copies and stacks still resolve.
+use std::{collections::HashMap, path::PathBuf};
+
+use procfs::process::{MMapPath, Process};
+
+/// One mapping of an address space.
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start` (file-backed mappings).
+    pub offset: u64,
+    /// `[heap]`, `[stack]`, `[anon]`, a file's path, or another pseudo-path.
+    pub name: String,
+    /// The file behind the mapping, for symbols.
+    pub file: Option<PathBuf>,
+}
+
+/// Sorted regions of one address space.
+#[derive(Clone, Debug, Default)]
+pub struct Layout(Vec<Region>);
+
+impl Layout {
+    /// The live layout of `pid`, or None once it has gone (or may not be read).
+    pub fn read(pid: u32) -> Option<Layout> {
+        let maps = Process::new(i32::try_from(pid).ok()?).and_then(|p| p.maps()).ok()?;
+        let mut regions: Vec<Region> = maps.into_iter().map(region).collect();
+        if regions.is_empty() {
+            return None; // a zombie: its address space is gone already
+        }
+        regions.sort_by_key(|r| r.start);
+        Some(Layout(regions))
+    }
+
+    pub fn find(&self, address: u64) -> Option<&Region> {
+        let i = self.0.partition_point(|r| r.start <= address);
+        self.0[..i].last().filter(|r| address < r.end)
+    }
+}
+
+fn region(map: procfs::process::MemoryMap) -> Region {
+    let (start, end) = map.address;
+    let (name, file) = match map.pathname {
+        MMapPath::Path(path) => (path.display().to_string(), Some(path)),
+        MMapPath::Heap => ("[heap]".into(), None),
+        MMapPath::Stack => ("[stack]".into(), None),
+        MMapPath::TStack(_) => ("[thread stack]".into(), None),
+        MMapPath::Anonymous => ("[anon]".into(), None),
+        MMapPath::Vdso => ("[vdso]".into(), None),
+        MMapPath::Other(other) => (format!("[{other}]"), None),
+        other => (format!("{other:?}"), None),
+    };
+    Region { start, end, offset: map.offset, name, file }
+}
+
+/// Layouts by tgid: read on first sight, read again when an address misses,
+/// kept when the process is gone.
+#[derive(Default)]
+pub struct Cache {
+    layouts: HashMap<u32, Layout>,
+}
+
+impl Cache {
+    /// The region holding `address` in `tgid`, reading its maps again when
+    /// the cached layout does not have it (the process mapped more since).
+    pub fn resolve(&mut self, tgid: u32, address: u64) -> Option<&Region> {
+        let hit = self.layouts.get(&tgid).is_some_and(|l| l.find(address).is_some());
+        if !hit && let Some(layout) = Layout::read(tgid) {
+            self.layouts.insert(tgid, layout);
+        }
+        self.layouts.get(&tgid)?.find(address)
+    }
+
+    /// The last layout seen of `tgid`, if any.
+    pub fn get(&self, tgid: u32) -> Option<&Layout> {
+        self.layouts.get(&tgid)
+    }
+
+    /// Reads `tgid`'s layout now if it was never read (before it exits).
+    pub fn remember(&mut self, tgid: u32) {
+        if !self.layouts.contains_key(&tgid) && let Some(layout) = Layout::read(tgid) {
+            self.layouts.insert(tgid, layout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_region_of_an_address_in_our_own_layout() {
+        let layout = Layout::read(std::process::id()).expect("own maps");
+        let on_heap = Box::new(7u64);
+        let here = finds_the_region_of_an_address_in_our_own_layout as *const () as u64;
+        let code = layout.find(here).expect("code mapping");
+        assert!(code.file.is_some(), "code comes from a file: {code:?}");
+        let heap = layout.find(&*on_heap as *const u64 as u64).expect("heap mapping");
+        assert!(heap.file.is_none(), "{heap:?}");
+        assert!(layout.find(0).is_none());
+    }
+}

@@ -1,0 +1,112 @@
+/* Copies made by known code in known memory, for `snapshot trace --stacks`.
+ * The parent fills an anonymous region of 4N pages and a private mapping of
+ * FILE (N pages; its first writes are file copies, made before the fork),
+ * forks, and while the child waits it rewrites: write_three() 3N anonymous
+ * pages, write_one() N anonymous pages, write_file() the N file pages. It
+ * prints one JSON line with the pages whose frame changed across those
+ * writes (from /proc/self/pagemap: needs root), the ground truth:
+ *   {"pid":P,"three":A,"one":B,"file":C}
+ * Build with -O0 -fno-omit-frame-pointer so the kernel can walk the whole
+ * stack (at -O1 GCC gives these leaf functions no frame of their own).
+ * Usage: cowpaths FILE N */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long page;
+
+static void die(const char *what) {
+	fprintf(stderr, "cowpaths: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+/* Frame numbers of n pages from p. */
+static void frames(const char *p, long n, uint64_t *out) {
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		die("opening pagemap");
+	for (long i = 0; i < n; i++) {
+		uint64_t e;
+		off_t at = ((uintptr_t)p / page + i) * sizeof e;
+		if (pread(fd, &e, sizeof e, at) != sizeof e)
+			die("reading pagemap");
+		out[i] = e & ((1ULL << 55) - 1);
+	}
+	close(fd);
+}
+
+static long changed(const uint64_t *before, const uint64_t *after, long n) {
+	long c = 0;
+	for (long i = 0; i < n; i++)
+		c += before[i] != after[i];
+	return c;
+}
+
+/* Not static, so the compiler keeps their names. Each writes one byte per
+ * page: one copy per page while the child shares them. */
+__attribute__((noinline)) void write_three(volatile char *p, long pages) {
+	for (long i = 0; i < pages; i++)
+		p[i * page] = 3;
+}
+
+__attribute__((noinline)) void write_one(volatile char *p, long pages) {
+	for (long i = 0; i < pages; i++)
+		p[i * page] = 1;
+}
+
+__attribute__((noinline)) void write_file(volatile char *p, long pages) {
+	for (long i = 0; i < pages; i++)
+		p[i * page] = 7;
+}
+
+int main(int argc, char **argv) {
+	if (argc != 3)
+		return fprintf(stderr, "usage: cowpaths FILE N\n"), 2;
+	page = sysconf(_SC_PAGESIZE);
+	long n = atol(argv[2]);
+	char *anon = mmap(NULL, 4 * n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int fd = open(argv[1], O_RDWR);
+	if (anon == MAP_FAILED || fd < 0)
+		die("mapping");
+	char *file = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (file == MAP_FAILED)
+		die("mapping the file");
+	memset(anon, 9, 4 * n * page);
+	memset(file, 9, n * page);
+	uint64_t *before = calloc(5 * n, sizeof *before), *after = calloc(5 * n, sizeof *after);
+	int gate[2];
+	if (!before || !after || pipe(gate))
+		die("setting up");
+	frames(anon, 4 * n, before);
+	frames(file, n, before + 4 * n);
+	pid_t child = fork();
+	if (child < 0)
+		die("fork");
+	if (child == 0) {
+		char c;
+		close(gate[1]);
+		/* Holds the pages until the parent closes the pipe. */
+		if (read(gate[0], &c, 1) < 0)
+			die("waiting");
+		_exit(0);
+	}
+	close(gate[0]);
+	write_three(anon, 3 * n);
+	write_one(anon + 3 * n * page, n);
+	write_file(file, n);
+	frames(anon, 4 * n, after);
+	frames(file, n, after + 4 * n);
+	close(gate[1]);
+	if (waitpid(child, NULL, 0) != child)
+		die("waitpid");
+	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld}\n", getpid(), changed(before, after, 3 * n),
+	       changed(before + 3 * n, after + 3 * n, n), changed(before + 4 * n, after + 4 * n, n));
+	return 0;
+}
