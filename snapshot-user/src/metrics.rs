@@ -451,6 +451,7 @@ mod tests {
             processes,
             forks: Vec::new(),
             health: Health::default(),
+            stacks: None,
         }
     }
 
