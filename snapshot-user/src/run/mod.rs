@@ -26,7 +26,7 @@ mod store;
 mod tracer;
 mod watch;
 
-use args::RunArgs;
+use args::{Method, RunArgs};
 use snapshot_store::PagesMode;
 use resp::{Conn, Reply};
 use sample::Sampler;
@@ -52,16 +52,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut rows = Vec::new();
     let mut last = Vec::new();
-    for mode in modes {
-        let outcome = workload(&args, mode, &mut sinks, &stop);
-        // The screen is restored before an error is printed.
-        let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
-        let observed = setting.pages_observed.clone().unwrap_or_default();
-        rows.push(compare::row(mode.map_or("server's", PagesMode::name), &observed, &end, &summaries));
-        last = summaries;
-        // Stopped: the page sizes not run yet are not started.
-        if stop.load(Ordering::Relaxed) {
-            break;
+    'modes: for mode in modes {
+        for &method in &args.method {
+            let outcome = workload(&args, mode, method, &mut sinks, &stop);
+            // The screen is restored before an error is printed.
+            let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
+            let observed = setting.pages_observed.clone().unwrap_or_default();
+            let pages = mode.map_or("server's", PagesMode::name);
+            rows.push(compare::row(pages, &observed, method, &end, &summaries));
+            last = summaries;
+            // Stopped: the page sizes and methods not run yet are not started.
+            if stop.load(Ordering::Relaxed) {
+                break 'modes;
+            }
         }
     }
     if rows.len() > 1 {
@@ -85,6 +88,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 fn workload(
     args: &RunArgs,
     mode: Option<PagesMode>,
+    method: Method,
     sinks: &mut [Box<dyn Sink>],
     stop: &AtomicBool,
 ) -> Result<(Setting, sample::End, Vec<sample::Summary>)> {
@@ -94,7 +98,7 @@ fn workload(
     };
     let target = match (&args.connect, mode) {
         (Some(addr), _) => store::connect(addr, args.pid)?,
-        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), args.resize_during_snapshot)?,
+        (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), method, args.resize_during_snapshot)?,
     };
     let tracer = tracer::Tracer::attach(target.pid)?;
     if !args.no_load {
@@ -124,6 +128,7 @@ fn workload(
     let setting = Setting {
         kind: "setting",
         server: target.name.clone(),
+        method,
         pages_observed: info.get("dataset_pages_mode").map(crate::run::escape),
         pid: target.pid,
         addr: target.addr.to_string(),
@@ -140,7 +145,8 @@ fn workload(
         sink.begin(&setting)?;
     }
     let shared = load::Shared::new();
-    let watcher = watch::spawn(target.pid, shared.clone())?;
+    let forkless = (method == Method::Forkless).then_some(target.addr);
+    let watcher = watch::spawn(target.pid, forkless, shared.clone())?;
     let config = load::LoadConfig {
         keys,
         value_size: args.value_size,
@@ -156,6 +162,7 @@ fn workload(
         conn: Conn::connect(target.addr)?,
         shared: shared.clone(),
         pid: target.pid,
+        method,
         model,
         value_size: args.value_size as u64,
         dataset_bytes: dataset,
