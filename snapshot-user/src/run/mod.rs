@@ -211,6 +211,8 @@ fn drive(
     let mut next = start + period;
     let mut next_snapshot = start + Duration::from_secs_f64(args.warmup);
     let mut ending: Option<Instant> = None;
+    // A BGSAVE was sent since the last sample.
+    let mut sent = false;
     loop {
         let quit = wait_until(next, sinks, stop)?;
         next += period;
@@ -221,21 +223,25 @@ fn drive(
                 sink.snapshot(summary)?;
             }
         }
-        if summary.is_some() {
+        let busy = sampler.snapshot_open() || shared.child_alive.load(Ordering::Relaxed);
+        // A save over before the watcher saw it (a few ms, on a tiny dataset) has no summary: plan the next anyway.
+        if summary.is_some() || (sent && !busy) {
             next_snapshot = Instant::now() + Duration::from_secs_f64(args.every);
         }
+        // By now the save is open, summarised or missed: either way planned.
+        sent = false;
         if quit || loader.is_finished() {
             break;
         }
         if args.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d) {
             ending.get_or_insert_with(Instant::now);
         }
-        let busy = sampler.snapshot_open() || shared.child_alive.load(Ordering::Relaxed);
         match ending {
             // --duration ends the run once the snapshot in progress is summarised.
             Some(at) if !busy || at.elapsed() > FINISH_WAIT => break,
             None if args.every > 0.0 && !busy && Instant::now() >= next_snapshot => {
                 bgsave(conn)?;
+                sent = true;
                 // The next one is planned when this one's summary arrives.
                 next_snapshot = Instant::now() + Duration::from_secs(3600);
             }
