@@ -299,6 +299,69 @@ fn pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back() {
     assert!(huge_snapshots.iter().any(|s| s["copies_by_size"]["2097152"].as_u64().unwrap_or(0) > 0), "{huge_snapshots:?}");
 }
 
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork() {
+    if !privileged("methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    // 100 MB, so each save lasts long enough for a few thousand SETs to land in it.
+    let status = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "200000", "--rate", "5000", "--every", "1", "--warmup", "1", "--duration", "5"])
+        .args(["--method", "fork,redirect,forkless", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let all = lines(&json);
+    let methods: Vec<&str> = of_type(&all, "setting").iter().map(|s| s["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["fork", "redirect", "forkless"]);
+    let rows = of_type(&all, "comparison")[0]["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.iter().map(|r| r["method"].as_str().unwrap()).collect::<Vec<_>>(), methods, "{rows:?}");
+    for r in &rows {
+        assert!(u(r, "snapshots") > 0 && u(r, "stall_us") > 0 && r["duration_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["writes_per_s_during"].as_f64().unwrap() > 0.0 && r["writes_per_s_without"].as_f64().unwrap() > 0.0);
+        assert!(r["extra_memory_bytes"].is_u64() && r["write_p99_child_us"].is_u64(), "{r}");
+    }
+    // Each method's snapshots, in run order (the settings split the stream).
+    let mut per_method: Vec<Vec<&Value>> = Vec::new();
+    for v in &all {
+        match v["type"].as_str() {
+            Some("setting") => per_method.push(Vec::new()),
+            Some("snapshot") => per_method.last_mut().unwrap().push(v),
+            _ => {}
+        }
+    }
+    let (fork, redirect, forkless) = (&per_method[0], &per_method[1], &per_method[2]);
+    // The tracer's copies agree with the child's own Private_Dirty (which also holds its own buffers).
+    for s in fork.iter().chain(redirect.iter()) {
+        let (copied, dirty) = (u(s, "copied_bytes"), u(s, "private_dirty_bytes"));
+        assert!(u(s, "writes") > 0, "no SET during the save: {s}");
+        assert!(copied.abs_diff(dirty) <= dirty / 20 + (1 << 20), "tracer {copied} vs Private_Dirty {dirty}: {s}");
+    }
+    let of = |ss: &[&Value], f: &str| median(ss.iter().map(|s| u(s, f)).collect());
+    // Redirect writes new versions to fresh memory: only index pages and the loop's heap are copied.
+    let (f, r) = (of(fork, "copied_bytes"), of(redirect, "copied_bytes"));
+    assert!(2 * r < f, "tracer: redirect copied {r} per save, fork {f}");
+    let (f, r) = (of(fork, "private_dirty_bytes"), of(redirect, "private_dirty_bytes"));
+    assert!(r < f, "Private_Dirty: redirect {r} per save, fork {f}");
+    // Forkless has no child and shares no page: the kernel copies nothing; the store copied old versions itself.
+    for s in forkless.iter() {
+        assert_eq!(u(s, "child_pid"), 0, "{s}");
+        assert!(u(s, "writes") > 0, "no SET during the save: {s}");
+        assert!(u(s, "copied_bytes") <= 64 << 10, "forkless: the kernel copied {s}");
+        assert!(s["copied_before_write_bytes"].is_u64(), "{s}");
+    }
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_starts_nothing() {
     let dir = temp_dir();

@@ -61,6 +61,12 @@ pub struct RunArgs {
     /// hugetlb reserves huge pages for the run and gives them back.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "4k")]
     pub pages: Vec<snapshot_store::PagesMode>,
+    /// How the store snapshots: fork (a child, the kernel copies shared pages the
+    /// store writes), redirect (a child; writes to shared values go to new memory),
+    /// forkless (no child; a thread of the store). Several (fork,redirect,forkless)
+    /// run the same dataset and load under each in turn and end with one table.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fork")]
+    pub method: Vec<Method>,
     /// Drive and trace an existing RESP server (e.g. redis-server) instead of starting the store.
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: Option<String>,
@@ -90,6 +96,28 @@ pub enum Dist {
     Sequential,
 }
 
+/// A snapshot method of the store, as `snapshot serve` is started for it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// fork, and writes go where they are (--cow-strategy inplace).
+    Fork,
+    /// fork, and writes to shared values go to new memory (--cow-strategy redirect).
+    Redirect,
+    /// No child: a thread of the store writes the snapshot (BGSAVE FORKLESS).
+    Forkless,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Fork => "fork",
+            Method::Redirect => "redirect",
+            Method::Forkless => "forkless",
+        }
+    }
+}
+
 impl RunArgs {
     /// Checks what clap cannot: ranges that depend on meaning.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -105,6 +133,13 @@ impl RunArgs {
         anyhow::ensure!(self.interval >= 0.05, "--interval must be at least 0.05 s");
         anyhow::ensure!(self.every >= 0.0 && self.warmup >= 0.0, "--every and --warmup must be 0 or more");
         anyhow::ensure!(self.zipf_s > 0.0, "--zipf-s must be more than 0");
+        anyhow::ensure!(
+            self.connect.is_none() || self.method == [Method::Fork],
+            "--method other than fork is a method of the store: not with --connect"
+        );
+        if self.method.len() > 1 {
+            anyhow::ensure!(self.duration.is_some(), "--method with several methods needs --duration (the time under each)");
+        }
         if self.pages.len() > 1 {
             anyhow::ensure!(self.connect.is_none(), "--pages with several sizes runs the store: not with --connect");
             anyhow::ensure!(self.duration.is_some(), "--pages with several sizes needs --duration (the time under each)");

@@ -120,8 +120,12 @@ pub struct LoadStats {
 pub struct Shared {
     pub stats: Mutex<LoadStats>,
     pub stop: AtomicBool,
-    /// Set by the child watcher: a snapshot child of the server lives.
+    /// Set by the watcher: a snapshot runs (a child of the server lives, or a forkless save).
     pub child_alive: AtomicBool,
+    /// Forkless saves as the watcher saw them begin and end.
+    pub saves: Mutex<Vec<super::watch::Span>>,
+    /// Memory before and during the snapshot, from the watcher.
+    pub memory: Mutex<super::watch::Memory>,
 }
 
 impl Shared {
@@ -138,6 +142,8 @@ impl Shared {
             }),
             stop: AtomicBool::new(false),
             child_alive: AtomicBool::new(false),
+            saves: Mutex::new(Vec::new()),
+            memory: Mutex::new(super::watch::Memory::default()),
         })
     }
 

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{
+    args::Method,
     load::Shared,
     predict::{self, Model},
     resp::{Conn, Info},
@@ -89,7 +90,10 @@ pub struct Summary {
     pub child_pid: u32,
     /// Seconds since the load started.
     pub started_at_s: f64,
-    /// The parent's stall in fork() (INFO latest_fork_usec).
+    /// fork, redirect or forkless.
+    pub method: &'static str,
+    /// The parent's stall at the start: fork() (INFO latest_fork_usec) or the forkless
+    /// set-up (INFO forkless_last_setup_usec).
     pub fork_usec: u64,
     pub duration_s: f64,
     pub copies: u64,
@@ -107,6 +111,12 @@ pub struct Summary {
     pub latency: Split,
     pub parent_rss_peak_bytes: u64,
     pub child_rss_peak_bytes: u64,
+    /// Peak Pss of server + child above the server's Pss before the snapshot
+    /// (sampled every 100 ms).
+    pub extra_memory_peak_bytes: u64,
+    /// Forkless: bytes of old versions the store copied because a write came
+    /// first (INFO forkless_copied_before_write_bytes).
+    pub copied_before_write_bytes: Option<u64>,
     /// The child's own measure (smaps Private_Dirty, INFO rdb_last_cow_size).
     pub private_dirty_bytes: Option<u64>,
     /// The store's verdict on the save (INFO rdb_last_bgsave_status: ok or err).
@@ -157,6 +167,9 @@ pub struct Sampler {
     conn: Conn,
     shared: Arc<Shared>,
     pid: u32,
+    method: Method,
+    /// Forkless: the server's counts before the open save began.
+    forkless_base: Option<(u64, Counts)>,
     model: Model,
     value_size: u64,
     dataset_bytes: u64,
@@ -177,6 +190,7 @@ pub struct Setup {
     pub conn: Conn,
     pub shared: Arc<Shared>,
     pub pid: u32,
+    pub method: Method,
     pub model: Model,
     pub value_size: u64,
     pub dataset_bytes: u64,
@@ -191,6 +205,8 @@ impl Sampler {
             conn: s.conn,
             shared: s.shared,
             pid: s.pid,
+            method: s.method,
+            forkless_base: None,
             model: s.model,
             value_size: s.value_size,
             dataset_bytes: s.dataset_bytes,
@@ -245,9 +261,10 @@ impl Sampler {
             mem_available_bytes: mem_available(),
             latency,
         };
-        self.track(&view, &info, &sample, writes_alive, t_s);
-        sample.snapshot = self.running(&view, &info, writes_alive, sample.writes_per_s, sample.mem_available_bytes);
-        let summary = self.finish(&view, &info, &sample, writes_alive, total);
+        let forks = self.forks(&view);
+        self.track(&forks, &info, &sample, writes_alive, t_s);
+        sample.snapshot = self.running(&forks, &info, writes_alive, sample.writes_per_s, sample.mem_available_bytes);
+        let summary = self.finish(&forks, &info, &sample, writes_alive, total);
         self.last_at = now;
         self.last_writes = writes;
         self.last_reads = reads;
@@ -263,14 +280,45 @@ impl Sampler {
         (stats.writes, stats.reads, stats.errors, stats.writes_alive, split)
     }
 
+    /// The snapshots so far: the tracer's forks, or the forkless saves the
+    /// watcher saw (no child: the server's own copies during the save count).
+    fn forks(&mut self, view: &View) -> Vec<ForkView> {
+        if self.method != Method::Forkless {
+            return view.forks.clone();
+        }
+        let saves = self.shared.saves.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(save) = saves.into_iter().find(|s| !self.done.contains(&s.start_ns)) else { return Vec::new() };
+        let base = match &self.forkless_base {
+            Some((start, counts)) if *start == save.start_ns => counts.clone(),
+            // First seen now: it began after the last sample, whose counts are the base.
+            _ => self.last_view.server.clone(),
+        };
+        self.forkless_base = Some((save.start_ns, base.clone()));
+        vec![ForkView {
+            child: 0,
+            start_ns: save.start_ns,
+            end_ns: save.end_ns,
+            copies: view.server.copies.saturating_sub(base.copies),
+            bytes: view.server.bytes.saturating_sub(base.bytes),
+        }]
+    }
+
+    /// The parent's stall at the start of the last snapshot.
+    fn stall_usec(&self, info: &Info) -> Option<u64> {
+        match self.method {
+            Method::Forkless => info.num("forkless_last_setup_usec"),
+            _ => info.num("latest_fork_usec"),
+        }
+    }
+
     /// Opens a snapshot for the first fork not seen before.
-    fn track(&mut self, view: &View, info: &Info, sample: &Sample, writes_alive: u64, t_s: f64) {
+    fn track(&mut self, forks: &[ForkView], info: &Info, sample: &Sample, writes_alive: u64, t_s: f64) {
         if let Some(open) = &mut self.open {
             open.parent_rss_peak = open.parent_rss_peak.max(sample.parent_rss_bytes);
             open.child_rss_peak = open.child_rss_peak.max(sample.child_rss_bytes.unwrap_or(0));
             return;
         }
-        let Some(fork) = view.forks.iter().find(|f| !self.done.contains(&f.start_ns)) else { return };
+        let Some(fork) = forks.iter().find(|f| !self.done.contains(&f.start_ns)) else { return };
         let elapsed = fork.end_ns.unwrap_or_else(monotonic_ns).saturating_sub(fork.start_ns) as f64 / 1e9;
         if let Some(buckets) = info.num("dataset_table_buckets") {
             self.model.set_buckets(buckets);
@@ -285,15 +333,15 @@ impl Sampler {
             writes_alive_at_start: self.last_writes_alive.min(writes_alive),
             by_size_at_start: before.by_size,
             predicted_at_start: None,
-            fork_usec: info.num("latest_fork_usec").unwrap_or(0),
+            fork_usec: self.stall_usec(info).unwrap_or(0),
             parent_rss_peak: sample.parent_rss_bytes,
             child_rss_peak: sample.child_rss_bytes.unwrap_or(0),
         });
     }
 
-    fn running(&mut self, view: &View, info: &Info, writes_alive: u64, rate: f64, available: u64) -> Option<Running> {
+    fn running(&mut self, forks: &[ForkView], info: &Info, writes_alive: u64, rate: f64, available: u64) -> Option<Running> {
         let open = self.open.as_mut()?;
-        let fork = view.forks.iter().find(|f| f.start_ns == open.fork.start_ns)?;
+        let fork = forks.iter().find(|f| f.start_ns == open.fork.start_ns)?;
         if fork.end_ns.is_some() {
             return None;
         }
@@ -327,9 +375,9 @@ impl Sampler {
     }
 
     /// Summarises the open snapshot once its fork ended and the server reaped the child.
-    fn finish(&mut self, view: &View, info: &Info, sample: &Sample, writes_alive: u64, total: Counts) -> Option<Summary> {
+    fn finish(&mut self, forks: &[ForkView], info: &Info, sample: &Sample, writes_alive: u64, total: Counts) -> Option<Summary> {
         let open = self.open.as_ref()?;
-        let fork = view.forks.iter().find(|f| f.start_ns == open.fork.start_ns)?;
+        let fork = forks.iter().find(|f| f.start_ns == open.fork.start_ns)?;
         let end_ns = fork.end_ns?;
         if info.num("rdb_bgsave_in_progress").unwrap_or(0) != 0 {
             return None;
@@ -340,7 +388,11 @@ impl Sampler {
         self.previous_duration = Some(duration);
         let writes = writes_alive - open.writes_alive_at_start.min(writes_alive);
         let written = writes * self.value_size;
-        let predicted = self.model.copied_bytes(writes as f64) as u64;
+        // The model is the kernel's copy-on-write; a forkless save has none.
+        let predicted = match self.method {
+            Method::Forkless => 0,
+            _ => self.model.copied_bytes(writes as f64) as u64,
+        };
         let latency = {
             let mut stats = self.shared.lock();
             let split = Split { child_alive: Latency::of(&stats.run.alive), no_child: Latency::of(&stats.run.idle) };
@@ -353,7 +405,8 @@ impl Sampler {
             index: self.summaries.len() + 1,
             child_pid: fork.child,
             started_at_s: open.started_at_s,
-            fork_usec: info.num("latest_fork_usec").unwrap_or(open.fork_usec),
+            method: self.method.name(),
+            fork_usec: self.stall_usec(info).unwrap_or(open.fork_usec),
             duration_s: duration,
             copies: fork.copies,
             copied_bytes: fork.bytes,
@@ -368,6 +421,11 @@ impl Sampler {
             latency,
             parent_rss_peak_bytes: open.parent_rss_peak.max(sample.parent_rss_bytes),
             child_rss_peak_bytes: open.child_rss_peak,
+            extra_memory_peak_bytes: self.shared.memory.lock().unwrap_or_else(|e| e.into_inner()).extra(),
+            copied_before_write_bytes: match self.method {
+                Method::Forkless => info.num("forkless_copied_before_write_bytes"),
+                _ => None,
+            },
             private_dirty_bytes: info.num("rdb_last_cow_size"),
             save_status: info.get("rdb_last_bgsave_status").map(crate::run::escape),
             predicted_bytes: predicted,

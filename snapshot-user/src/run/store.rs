@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use super::args::Method;
+
 pub struct Target {
     pub addr: SocketAddr,
     pub pid: u32,
@@ -40,7 +42,7 @@ impl Drop for Server {
 
 /// Starts `snapshot serve` on a free port in a private temp dir, with no
 /// save policy of its own: `snapshot run` decides when to snapshot.
-pub fn start(pages: snapshot_store::PagesMode, resize_during_snapshot: bool) -> Result<Target> {
+pub fn start(pages: snapshot_store::PagesMode, method: Method, resize_during_snapshot: bool) -> Result<Target> {
     let dir = tempfile::Builder::new().prefix("snapshot-run-").tempdir().context("creating a private temp dir")?;
     let exe = std::env::current_exe().context("finding the snapshot binary")?;
     let mut command = Command::new(exe);
@@ -62,6 +64,7 @@ pub fn start(pages: snapshot_store::PagesMode, resize_during_snapshot: bool) -> 
         .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--pages", pages.name(), "--dir"])
         .arg(dir.path())
         .args(resize_during_snapshot.then_some("--resize-during-snapshot"))
+        .args(method_args(method))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -72,7 +75,17 @@ pub fn start(pages: snapshot_store::PagesMode, resize_during_snapshot: bool) -> 
     let server = Server { child, _dir: dir };
     let port = ready_port(stderr)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    Ok(Target { addr, pid, name: format!("snapshot serve --pages {}", pages.name()), _server: Some(server) })
+    let name = format!("snapshot serve --pages {} (method {})", pages.name(), method.name());
+    Ok(Target { addr, pid, name, _server: Some(server) })
+}
+
+/// The store's options for a method: its plain BGSAVE then uses it.
+fn method_args(method: Method) -> [&'static str; 4] {
+    match method {
+        Method::Fork => ["--cow-strategy", "inplace", "--default-bgsave-method", "fork"],
+        Method::Redirect => ["--cow-strategy", "redirect", "--default-bgsave-method", "fork"],
+        Method::Forkless => ["--cow-strategy", "inplace", "--default-bgsave-method", "forkless"],
+    }
 }
 
 /// Reads the store's log until "Ready to accept connections tcp port N";

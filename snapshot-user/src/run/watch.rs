@@ -1,28 +1,111 @@
-//! Watches the server's children every few milliseconds, so each command's
-//! latency is filed under "snapshot child alive" or "no child" precisely,
-//! not at the sampling interval's resolution.
+//! Watches the server every few milliseconds, so each command's latency is
+//! filed under "snapshot running" or "none" precisely, not at the sampling
+//! interval's resolution; and reads the memory of the server and its child
+//! often enough to catch the snapshot's peak.
+//!
+//! A fork snapshot runs while the server has a child; a forkless one has no
+//! child, so the watcher asks the server (INFO persistence) instead.
 use std::{
+    net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 
-use super::load::Shared;
+use super::{
+    load::Shared,
+    resp::{Conn, Info},
+    sample::monotonic_ns,
+};
 
 const PERIOD: Duration = Duration::from_millis(5);
+/// smaps_rollup walks the page tables: read it less often than the child list.
+const MEMORY_PERIOD: Duration = Duration::from_millis(100);
 
-pub fn spawn(pid: u32, shared: Arc<Shared>) -> Result<JoinHandle<()>> {
+/// One forkless save as the watcher saw it (CLOCK_MONOTONIC ns).
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+}
+
+/// Pss of the server plus its child: before the current (or last) snapshot and its peak.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub before: u64,
+    pub peak: u64,
+}
+
+impl Memory {
+    /// Memory the snapshot added on top of the server's before it.
+    pub fn extra(&self) -> u64 {
+        self.peak.saturating_sub(self.before)
+    }
+}
+
+/// `forkless`: the server's saves have no child; they are found by INFO on `addr`.
+pub fn spawn(pid: u32, forkless: Option<SocketAddr>, shared: Arc<Shared>) -> Result<JoinHandle<()>> {
+    let conn = forkless.map(Conn::connect).transpose()?;
     std::thread::Builder::new()
         .name("watch".into())
-        .spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                shared.child_alive.store(!children(pid).is_empty(), Ordering::Relaxed);
-                std::thread::sleep(PERIOD);
+        .spawn(move || watch(pid, conn, &shared))
+        .context("starting the snapshot watcher")
+}
+
+fn watch(pid: u32, mut conn: Option<Conn>, shared: &Shared) {
+    let mut was = false;
+    let mut memory_at = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let busy = match conn.as_mut() {
+            None => !children(pid).is_empty(),
+            // The server gone or refusing: the run ends on its own errors.
+            Some(conn) => save_in_progress(conn).unwrap_or(false),
+        };
+        shared.child_alive.store(busy, Ordering::Relaxed);
+        if conn.is_some() && busy != was {
+            let mut saves = shared.saves.lock().unwrap_or_else(|e| e.into_inner());
+            match saves.last_mut() {
+                Some(last) if !busy => last.end_ns = Some(monotonic_ns()),
+                _ => saves.push(Span { start_ns: monotonic_ns(), end_ns: None }),
             }
-        })
-        .context("starting the child watcher")
+        }
+        if busy != was || memory_at.elapsed() >= MEMORY_PERIOD {
+            record_memory(pid, busy, !was && busy, shared);
+            memory_at = Instant::now();
+        }
+        was = busy;
+        std::thread::sleep(PERIOD);
+    }
+}
+
+fn save_in_progress(conn: &mut Conn) -> Result<bool> {
+    let text = conn.call(&["INFO", "persistence"])?.text()?;
+    Ok(Info::parse(&text).num("rdb_bgsave_in_progress").unwrap_or(0) != 0)
+}
+
+/// Idle: the server's Pss is the "before"; during a snapshot: the peak of server + child.
+fn record_memory(pid: u32, busy: bool, started: bool, shared: &Shared) {
+    let mut total = pss(pid).unwrap_or(0);
+    total += children(pid).into_iter().filter_map(pss).sum::<u64>();
+    let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
+    if started {
+        memory.peak = total;
+    } else if busy {
+        memory.peak = memory.peak.max(total);
+    } else {
+        memory.before = total;
+    }
+}
+
+/// Proportional set size: shared pages divided among their sharers, so the
+/// server's and its child's add up to the memory really used.
+pub fn pss(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Pids of the process's children, from /proc/PID/task/*/children.

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 
-use super::{Setting, Sink, bytes, micros};
+use super::{COMPARISON_HEADER, Setting, Sink, bytes, comparison_cells, micros};
 use crate::run::{
     compare::Comparison,
     sample::{End, Sample, Summary},
@@ -220,27 +220,17 @@ fn escape(text: &str) -> String {
 }
 
 fn comparison_table(c: &Comparison) -> String {
-    let mut t = String::from(
-        "<h2>Page sizes compared (medians per snapshot)</h2><table><tr><th>pages</th><th>observed</th>\
-         <th>snapshots</th><th>copies</th><th>copied</th><th>per snapshot</th><th>fork</th><th>seconds</th>\
-         <th>write p99 child</th><th>write p99 no child</th></tr>",
-    );
+    let mut t = String::from("<h2>Workloads compared (medians per snapshot)</h2><table><tr>");
+    for h in COMPARISON_HEADER {
+        let _ = write!(t, "<th>{h}</th>");
+    }
+    t.push_str("</tr>");
     for r in &c.rows {
-        let _ = write!(
-            t,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
-             <td>{}</td><td>{}</td></tr>",
-            escape(&r.pages),
-            escape(&r.observed),
-            r.snapshots,
-            r.copies,
-            bytes(r.copied_bytes),
-            bytes(r.copied_bytes_per_snapshot),
-            micros(r.fork_usec),
-            r.duration_s,
-            micros(r.write_p99_child_us),
-            micros(r.write_p99_no_child_us)
-        );
+        t.push_str("<tr>");
+        for cell in comparison_cells(r) {
+            let _ = write!(t, "<td>{}</td>", escape(&cell));
+        }
+        t.push_str("</tr>");
     }
     t.push_str("</table>");
     t

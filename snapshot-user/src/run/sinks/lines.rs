@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::{SUMMARY_HEADER, Setting, Sink, by_size, bytes, micros, summary_cells};
+use super::{COMPARISON_HEADER, SUMMARY_HEADER, Setting, Sink, by_size, bytes, comparison_cells, micros, summary_cells};
 use crate::run::{
     compare::Comparison,
     sample::{End, Sample, Summary},
@@ -15,11 +15,12 @@ pub struct Lines;
 impl Sink for Lines {
     fn begin(&mut self, setting: &Setting) -> Result<()> {
         println!(
-            "snapshot run: {}{} (pid {}) on {}: {} keys x {} B ({}), {} ops/s {:?}, reads {:.0}%, snapshot every {} s",
+            "snapshot run: {}{} (pid {}) on {}, method {}: {} keys x {} B ({}), {} ops/s {:?}, reads {:.0}%, snapshot every {} s",
             setting.server,
             setting.pages_observed.as_ref().map(|o| format!(" (dataset in {o} pages)")).unwrap_or_default(),
             setting.pid,
             setting.addr,
+            setting.method.name(),
             setting.keys,
             setting.value_size,
             bytes(setting.dataset_bytes),
@@ -126,25 +127,12 @@ pub fn table(summaries: &[Summary]) -> comfy_table::Table {
     t
 }
 
-/// The page sizes side by side.
+/// The page sizes and methods side by side.
 pub fn comparison_table(comparison: &Comparison) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING).set_header([
-        "PAGES", "OBSERVED", "SNAPSHOTS", "COPIES", "COPIED", "PER SNAPSHOT", "FORK", "SECS", "P99 CHILD", "P99 NONE",
-    ]);
+    t.load_preset(comfy_table::presets::NOTHING).set_header(COMPARISON_HEADER.map(str::to_uppercase));
     for r in &comparison.rows {
-        t.add_row([
-            r.pages.clone(),
-            r.observed.clone(),
-            r.snapshots.to_string(),
-            r.copies.to_string(),
-            bytes(r.copied_bytes),
-            bytes(r.copied_bytes_per_snapshot),
-            micros(r.fork_usec),
-            format!("{:.2}", r.duration_s),
-            micros(r.write_p99_child_us),
-            micros(r.write_p99_no_child_us),
-        ]);
+        t.add_row(comparison_cells(r));
     }
     t
 }

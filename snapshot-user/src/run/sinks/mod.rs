@@ -20,6 +20,8 @@ pub struct Setting {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub server: String,
+    /// How the server snapshots (fork for a server this run connected to).
+    pub method: super::args::Method,
     /// The page size the store's dataset really got (INFO dataset_pages_mode), when it says.
     pub pages_observed: Option<String>,
     pub pid: u32,
@@ -88,5 +90,30 @@ pub fn summary_cells(s: &Summary) -> [String; 12] {
         micros(s.latency.no_child.p99_us),
         bytes(s.predicted_bytes),
         format!("{:+.1}%", s.prediction_error * 100.0),
+    ]
+}
+
+/// Column names of the table that compares workloads (page sizes, methods).
+pub const COMPARISON_HEADER: [&str; 13] = [
+    "pages", "observed", "method", "snapshots", "copied", "per snapshot", "extra mem", "stall", "secs",
+    "sets/s during", "sets/s without", "p99 during", "p99 without",
+];
+
+/// One workload's row of that table (medians per snapshot).
+pub fn comparison_cells(r: &super::compare::Row) -> [String; 13] {
+    [
+        r.pages.clone(),
+        r.observed.clone(),
+        r.method.name().to_string(),
+        r.snapshots.to_string(),
+        bytes(r.copied_bytes),
+        bytes(r.copied_bytes_per_snapshot),
+        bytes(r.extra_memory_bytes),
+        micros(r.stall_us),
+        format!("{:.2}", r.duration_s),
+        format!("{:.0}", r.writes_per_s_during),
+        format!("{:.0}", r.writes_per_s_without),
+        micros(r.write_p99_child_us),
+        micros(r.write_p99_no_child_us),
     ]
 }
