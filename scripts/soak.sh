@@ -6,8 +6,9 @@
 #   `snapshot run` holds and the entries in each of its hash maps.
 # At the end: no process of the run left, no eBPF program or map of it left.
 #
-# Needs root (the tracer). Runs niced. Output: a CSV of samples on stdout side
-# file OUT (default bench/results/soak.csv), the run's last lines in OUT.log.
+# Needs root (the tracer), bpftool and jq. Runs niced. Output: the samples as
+# CSV in OUT (default bench/results/soak.csv, also shown on stderr), the run's
+# end and what it left behind in OUT.log.
 #
 # Environment: SNAP (binary, default target/release/snapshot), MINUTES (30),
 # KEYS (500000), RATE (5000 SETs/s), EVERY (10 s between snapshots), SAMPLE (30).

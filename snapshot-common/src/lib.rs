@@ -146,6 +146,8 @@ pub struct Config {
     pub mm_anonpages: u32,
     pub mm_swapents: u32,
     pub mm_shmempages: u32,
+    /// `task_struct.flags`: PF_EXITING marks a task inside do_exit.
+    pub task_flags: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

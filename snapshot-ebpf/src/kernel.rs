@@ -26,6 +26,7 @@ static CONFIG: Config = Config {
     mm_anonpages: 1,
     mm_swapents: 2,
     mm_shmempages: 3,
+    task_flags: 0,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding
@@ -61,6 +62,18 @@ pub fn task(task: *const u8) -> Option<Task> {
         tgid: read(task, cfg!(task_tgid))?,
         mm: read(task, cfg!(task_mm))?,
     })
+}
+
+/// PF_EXITING of `task_struct.flags` (include/linux/sched.h), set as do_exit starts.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether the current thread is exiting. Its process's exit may already have
+/// been recorded while mm_release still writes to user memory (the
+/// clear_child_tid store can be a copy-on-write fault).
+#[inline(always)]
+pub fn current_exiting() -> bool {
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    read::<u32>(task, cfg!(task_flags)).is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
 /// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
