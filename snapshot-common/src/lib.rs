@@ -160,6 +160,8 @@ pub struct Config {
     pub mm_shmempages: u32,
     /// Non-zero with `--stacks`: record each copy's user stack and address.
     pub stacks: u32,
+    /// `task_struct.flags`: PF_EXITING marks a task inside do_exit.
+    pub task_flags: u32,
 }
 
 /// Indexes into the `COUNTERS` array: whole-run health counters.

@@ -27,6 +27,7 @@ static CONFIG: Config = Config {
     mm_swapents: 2,
     mm_shmempages: 3,
     stacks: 0,
+    task_flags: 0,
 };
 
 /// One field of the config. The volatile read stops the compiler from folding
@@ -68,6 +69,18 @@ pub fn task(task: *const u8) -> Option<Task> {
 #[inline(always)]
 pub fn current_task() -> *const u8 {
     unsafe { aya_ebpf::helpers::bpf_get_current_task() as *const u8 }
+}
+
+/// PF_EXITING of `task_struct.flags` (include/linux/sched.h), set as do_exit starts.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether the current thread is exiting. Its process's exit may already have
+/// been recorded while mm_release still writes to user memory (the
+/// clear_child_tid store can be a copy-on-write fault).
+#[inline(always)]
+pub fn current_exiting() -> bool {
+    let task = current_task();
+    read::<u32>(task, cfg!(task_flags)).is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
 /// Faults the current thread finished: `min_flt + maj_flt`, which the kernel

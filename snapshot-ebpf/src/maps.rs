@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use snapshot_common::{CHILD_ROLE, Event, ForkRecord, ORDERS, ProcStats, counter, end_reason, event_kind};
 
-use crate::{kernel::cfg, task_storage::TaskStorage};
+use crate::{
+    kernel::{cfg, current_exiting},
+    task_storage::TaskStorage,
+};
 
 /// Traced processes by tgid. An entry is removed when its process exits
 /// (after its final record goes to `EVENTS`), so the map stays bounded.
@@ -108,13 +111,14 @@ pub fn count(index: u32) {
     }
 }
 
-/// Counters of a traced process; under `--all`, created on first sight.
+/// Counters of a traced process; under `--all`, created on first sight,
+/// but not for an exiting task: its entry would outlive the process.
 #[inline(always)]
 pub fn proc_stats(tgid: u32) -> Option<*mut ProcStats> {
     if let Some(p) = PROCS.get_ptr_mut(tgid) {
         return Some(p);
     }
-    if cfg!(trace_all) == 0 || tgid == 0 {
+    if cfg!(trace_all) == 0 || tgid == 0 || current_exiting() {
         return None;
     }
     new_proc(tgid, 0)

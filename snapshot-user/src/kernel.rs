@@ -41,6 +41,7 @@ pub fn config() -> Result<Config> {
         task_tgid: off("task_struct", "tgid")?,
         task_mm: off("task_struct", "mm")?,
         task_min_flt: fault_counters(&btf)?,
+        task_flags: off("task_struct", "flags")?,
         mm_hugetlb_usage: field_offset(&btf, "mm_struct", "hugetlb_usage").unwrap_or(0),
         huge_order: huge_order()?,
         tlb_local_mm_shootdown: enum_value(&btf, "TLB_LOCAL_MM_SHOOTDOWN")

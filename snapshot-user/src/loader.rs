@@ -80,18 +80,31 @@ pub fn load(selection: &Selection) -> Result<Loaded> {
         // The programs never touch them: keep them from holding memory.
         loader.map_max_entries("STACKS", 1).map_max_entries("STACK_COPIES", 1).map_max_entries("COPY_ADDRS", 4096);
     }
-    let mut ebpf = loader
+    loader
         .override_global("CONFIG", &config, true)
         // PENDING is task storage, which aya creates but cannot read: it need not.
-        .allow_unsupported_maps()
-        .load(OBJECT)
-        .context("loading the eBPF programs into the kernel")?;
+        .allow_unsupported_maps();
+    if let Some(entries) = procs_table_size()? {
+        loader.map_max_entries("PROCS", entries);
+    }
+    let mut ebpf = loader.load(OBJECT).context("loading the eBPF programs into the kernel")?;
     let btf = Btf::from_sys_fs().ok();
     let attached = PROBES
         .iter()
         .map(|(name, _, _)| (*name, attach(&mut ebpf, name, btf.as_ref()).map_err(|e| format!("{e:#}"))))
         .collect();
     Ok(Loaded { ebpf, attached })
+}
+
+/// `SNAPSHOT_PROCS_TABLE=N` shrinks the process table (32768 entries) so
+/// tests can fill it with a few hundred processes and see the loss counted.
+fn procs_table_size() -> Result<Option<u32>> {
+    let Some(value) = std::env::var_os("SNAPSHOT_PROCS_TABLE") else { return Ok(None) };
+    let text = value.to_string_lossy();
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(anyhow!("SNAPSHOT_PROCS_TABLE={text}: expected a number of entries above 0")),
+    }
 }
 
 /// Like `load`, but every probe must attach.

@@ -126,21 +126,6 @@ fn json_report_has_the_documented_fields() {
     assert!(forks[0]["end_ns"].as_u64().unwrap() > forks[0]["start_ns"].as_u64().unwrap());
 }
 
-/// Starts `snapshot trace ARGS` and returns once it says it is tracing.
-fn start_tracer(args: &[&str]) -> std::process::Child {
-    start_tracer_with(Command::new(SNAPSHOT).arg("trace").args(args).stdout(Stdio::piped()))
-}
-
-/// Starts a prepared `snapshot trace` and returns once it is tracing (its
-/// programs attached, its capabilities dropped, the command started).
-fn start_tracer_with(command: &mut Command) -> std::process::Child {
-    let mut tracer = command.stderr(Stdio::piped()).spawn().expect("snapshot trace");
-    let mut line = String::new();
-    BufReader::new(tracer.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("snapshot: tracing"), "unexpected first line: {line}");
-    tracer
-}
-
 #[test]
 fn comm_selects_processes_that_exec_later() {
     if !privileged("comm_selects_processes_that_exec_later") {
@@ -416,33 +401,6 @@ fn the_command_gets_default_signal_handling() {
     assert!(status.contains("SigBlk:\t0000000000000000"), "{status}");
     let ignored = status.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).unwrap();
     assert_eq!(u64::from_str_radix(ignored, 16).unwrap() & (1 << (libc::SIGPIPE - 1)), 0, "{status}");
-}
-
-/// Ids of the eBPF links (attached programs) a process holds, from its fdinfo.
-fn link_ids(pid: u32) -> Vec<u32> {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
-        let info = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
-        ids.extend(info.lines().filter_map(|l| l.strip_prefix("link_id:")).map(|v| v.trim().parse::<u32>().unwrap()));
-    }
-    ids
-}
-
-/// Whether the kernel still has a link with this id (BPF_LINK_GET_FD_BY_ID).
-/// A link's id is freed as it is detached; its program's memory follows after
-/// an RCU grace period.
-fn attached(link: u32) -> bool {
-    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-    let attr = [link, 0, 0, 0];
-    // SAFETY: bpf() reads an attr of the size given.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_GET_FD_BY_ID, attr.as_ptr(), size_of_val(&attr)) };
-    if fd >= 0 {
-        // SAFETY: the fd was just returned to us.
-        unsafe { libc::close(fd as i32) };
-        return true;
-    }
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOENT), "BPF_LINK_GET_FD_BY_ID {link}");
-    false
 }
 
 /// Sends `signal` to snapshot alone; the command and the programs go with it.
