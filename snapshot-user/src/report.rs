@@ -345,6 +345,25 @@ mod tests {
         assert_eq!(p.copies_by_size.get(&(2 << 20)), Some(&2));
     }
 
+    #[test]
+    fn a_live_process_without_a_parent_gets_it_from_proc() {
+        let me = std::process::id();
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        assert_eq!(process(&ProcStats::new(me, 0, [0; 16]), false).ppid, parent);
+        // Known parents are kept; an exited process is not looked up (its pid may be reused).
+        assert_eq!(process(&ProcStats::new(me, 4242, [0; 16]), false).ppid, 4242);
+        assert_eq!(process(&ProcStats::new(me, 0, [0; 16]), true).ppid, 0);
+    }
+
+    #[test]
+    fn forget_drops_the_final_records() {
+        let mut c = Collector::default();
+        c.exited.push(ProcStats::new(7, 1, [0; 16]));
+        c.ended.insert((10, 11, 1), record(2, end_reason::CHILD_EXIT));
+        c.forget();
+        assert!(c.exited.is_empty() && c.ended.is_empty());
+    }
+
     fn record(end_ns: u64, end_reason: u32) -> ForkRecord {
         ForkRecord {
             parent: 10,
