@@ -319,6 +319,9 @@ mod tests {
         assert_eq!(human(4096), "4.0 KiB");
         assert_eq!(human(2 << 20), "2.0 MiB");
         assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(1023), "1023 B");
+        // Beyond TiB the unit stays TiB.
+        assert_eq!(human(1 << 50), "1024.0 TiB");
     }
 
     #[test]
@@ -328,6 +331,7 @@ mod tests {
         assert_eq!(escape("a\\b"), "a\\\\b");
         assert_eq!(escape("caf\u{e9}"), "caf\u{e9}");
         assert_eq!(escape("\u{202e}txt\u{85}"), "\\u{202e}txt\\u{85}");
+        assert_eq!(escape("\x7f\u{80}"), "\\x7f\\u{80}");
     }
 
     #[test]
@@ -455,8 +459,12 @@ mod tests {
             assert!(text.contains("warning: tables full, counts incomplete"), "{field}: {text}");
         }
         // Two full tables warn too (the counts are added, not subtracted).
-        let both = Health { procs_table_full: 1, ring_full: 1, ..Health::default() };
-        assert!(printed(&sample_report(both)).contains("procs 1 forks 0 pending 0 ring 1"));
+        for pair in [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]] {
+            let [procs_table_full, forks_table_full, pending_table_full, ring_full] = pair;
+            let health = Health { procs_table_full, forks_table_full, pending_table_full, ring_full, unattributed_copies: 0 };
+            let want = format!("procs {procs_table_full} forks {forks_table_full} pending {pending_table_full} ring {ring_full}");
+            assert!(printed(&sample_report(health)).contains(&want), "{want}");
+        }
         let mut quiet = sample_report(Health { unattributed_copies: 9, ..Health::default() });
         quiet.forks.clear();
         let text = printed(&quiet);
