@@ -258,6 +258,42 @@ mod tests {
         assert_eq!(enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16), 16);
     }
 
+    /// A `NAME: N kB` field of a /proc file, read here apart from procfs.
+    fn kib(file: &str, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(file).unwrap();
+        text.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+    }
+
+    fn meminfo_kib(field: &str) -> Option<u64> {
+        kib("/proc/meminfo", field)
+    }
+
+    #[test]
+    fn config_holds_what_the_kernel_headers_say() {
+        let c = config().unwrap();
+        // Enumerators in include/linux/gfp_types.h, mm_types_task.h and
+        // tlb_flush_reason: fixed positions for many releases.
+        assert_eq!((c.gfp_highmem, c.gfp_movable, c.gfp_zero, c.gfp_write, c.gfp_noretry), (1, 3, 8, 12, 16));
+        assert_eq!((c.mm_filepages, c.mm_anonpages, c.mm_swapents, c.mm_shmempages), (0, 1, 2, 3));
+        assert_eq!(c.tlb_local_mm_shootdown, 3);
+        // sched_process_exit gained group_dead in 6.16.
+        let release = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+        assert_eq!(c.exit_has_group_dead == 1, !release_before(&release, (6, 16)), "{release}");
+        let page_kib = kib("/proc/self/smaps", "KernelPageSize:").unwrap();
+        assert_eq!(1u64 << c.page_shift, page_kib * 1024);
+        let huge_kib = meminfo_kib("Hugepagesize:").unwrap_or(2048);
+        assert_eq!(1u64 << (c.huge_order + c.page_shift), huge_kib * 1024);
+        // tgid follows pid; mm and the fault counters sit further into task_struct.
+        let btf = btf();
+        assert_eq!(c.task_tgid, field_offset(&btf, "task_struct", "pid").unwrap() + 4);
+        assert!(c.task_mm > 0 && c.task_min_flt > c.task_mm, "{} {}", c.task_mm, c.task_min_flt);
+        assert_eq!(c.task_min_flt + 8, field_offset(&btf, "task_struct", "maj_flt").unwrap());
+        // mm_struct.hugetlb_usage exists with hugetlb (5.17+).
+        if meminfo_kib("Hugetlb:").is_some() {
+            assert!(c.mm_hugetlb_usage > 0);
+        }
+    }
+
     #[test]
     fn kernel_releases_compare() {
         assert!(release_before("6.4.16-generic", (6, 5)));
