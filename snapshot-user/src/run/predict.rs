@@ -187,6 +187,8 @@ mod tests {
         assert_eq!(spread(3, 3000.0, 4096, 3, |_| 1.0), [2.0, 2.0, 1.0]);
         // 2048-byte records end on a page boundary: each sits on one page.
         assert_eq!(spread(4, 2048.0, 4096, 2, |_| 1.0), [2.0, 2.0]);
+        // A record reaching past the last page (rounding) counts on the last page.
+        assert_eq!(spread(3, 3000.0, 4096, 2, |_| 1.0), [2.0, 2.0]);
     }
 
     #[test]
