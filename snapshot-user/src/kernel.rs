@@ -144,9 +144,13 @@ impl Caps {
         let status = procfs::process::Process::myself()
             .and_then(|p| p.status())
             .context("reading /proc/self/status")?;
-        let eff = status.capeff;
+        Ok(Caps::from_effective(status.capeff))
+    }
+
+    /// From a CapEff mask: CAP_SYS_ADMIN is bit 21, CAP_PERFMON 38, CAP_BPF 39.
+    fn from_effective(eff: u64) -> Self {
         let has = |bit: u32| eff & (1 << bit) != 0;
-        Ok(Caps { sys_admin: has(21), perfmon: has(38), bpf: has(39) })
+        Caps { sys_admin: has(21), perfmon: has(38), bpf: has(39) }
     }
 
     /// Tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN which implies both.
@@ -179,7 +183,11 @@ impl Caps {
 pub fn map_reads_need_cap_bpf() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
-    release_before(&release, (6, 5)) && disabled.trim() != "0"
+    reads_need_cap_bpf(&release, &disabled)
+}
+
+fn reads_need_cap_bpf(release: &str, unprivileged_bpf_disabled: &str) -> bool {
+    release_before(release, (6, 5)) && unprivileged_bpf_disabled.trim() != "0"
 }
 
 /// "6.4.0-150-generic" before (6, 5)? Unparsable releases count as old.
@@ -301,6 +309,50 @@ mod tests {
         assert!(!release_before("6.5.0-1-amd64", (6, 5)));
         assert!(!release_before("6.18.0", (6, 5)));
         assert!(release_before("weird", (6, 5)));
+    }
+
+    #[test]
+    fn capabilities_come_from_their_bits() {
+        let caps = |eff: u64| {
+            let c = Caps::from_effective(eff);
+            (c.sys_admin, c.bpf, c.perfmon)
+        };
+        assert_eq!(caps(0), (false, false, false));
+        assert_eq!(caps(1 << 21), (true, false, false));
+        assert_eq!(caps(1 << 39), (false, true, false));
+        assert_eq!(caps(1 << 38), (false, false, true));
+        assert_eq!(caps(!((1 << 21) | (1 << 38) | (1 << 39))), (false, false, false));
+        // This process: the same as its CapEff line says.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+        let mine = Caps::current().unwrap();
+        let want = Caps::from_effective(u64::from_str_radix(hex, 16).unwrap());
+        assert_eq!((mine.sys_admin, mine.bpf, mine.perfmon), (want.sys_admin, want.bpf, want.perfmon));
+    }
+
+    #[test]
+    fn map_reads_need_cap_bpf_only_before_6_5_with_the_sysctl_set() {
+        assert!(reads_need_cap_bpf("6.4.0-150-generic\n", "2\n"));
+        assert!(reads_need_cap_bpf("5.15.0", "1"));
+        assert!(!reads_need_cap_bpf("6.4.0", "0\n"));
+        assert!(!reads_need_cap_bpf("6.5.0", "2"));
+        assert!(!reads_need_cap_bpf("6.18.44-fc", "1"));
+    }
+
+    #[test]
+    fn what_check_reports_matches_proc_and_sys() {
+        // The initial user namespace maps every id to itself.
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+        let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        assert_eq!(user_namespace().is_none(), initial, "{map}");
+        if let Ok(text) = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") {
+            let mode = thp_mode().unwrap();
+            assert!(["always", "madvise", "never"].contains(&mode.as_str()), "{mode:?}");
+            assert!(text.contains(&format!("[{mode}]")), "{text}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert_eq!(tracefs_mounted(), mounts.lines().any(|l| l.split(' ').nth(2) == Some("tracefs")));
+        assert_eq!(has_kprobes(), std::fs::read_dir("/sys/bus/event_source/devices").unwrap().any(|e| e.unwrap().file_name() == "kprobe"));
     }
 
     #[test]
