@@ -140,6 +140,10 @@ mod tests {
         let missing = dir.path().join("no/such/dir");
         let err = format!("{:#}", Sink::open(Some(&missing), Sink::Stderr).err().unwrap());
         assert!(err.starts_with(&format!("cannot write {}", missing.display())), "{err}");
+        // A path through a file: the look fails before any open.
+        let through = path.join("x");
+        let err = format!("{:#}", create(&through).unwrap_err());
+        assert!(err.starts_with(&format!("cannot look at {}", through.display())), "{err}");
     }
 
     #[test]
@@ -180,5 +184,12 @@ mod tests {
         // Owned by the directory's owner (not us): followed too.
         std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
         create(&link).unwrap();
+        // Another user's regular file there is no link: truncated and written, never followed.
+        std::os::unix::fs::chown(&shared, Some(0), None).unwrap();
+        let theirs = shared.join("theirs");
+        std::fs::write(&theirs, "old").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        written(&mut Sink::open(Some(&theirs), Sink::Stderr).unwrap(), "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "new");
     }
 }
