@@ -249,6 +249,10 @@ mod tests {
         // vm_flags sits in an anonymous union on recent kernels.
         let offset = field_offset(&btf(), "vm_area_struct", "vm_flags").unwrap();
         assert!(offset > 0 && offset < 256, "{offset}");
+        // struct page: flags (8 bytes), then an anonymous union whose first
+        // member is an anonymous struct of lru (16 bytes) and mapping: the
+        // offsets of the nesting levels add up (include/linux/mm_types.h, 64-bit).
+        assert_eq!(field_offset(&btf(), "page", "mapping").unwrap(), 24);
     }
 
     #[test]
