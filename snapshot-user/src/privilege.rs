@@ -160,6 +160,73 @@ mod tests {
         assert!(!is_current(&Identity { uid: uid + 1, gid, groups: Vec::new() }));
     }
 
+    /// Runs `test` (one of the ignored tests below) in a process of its own,
+    /// with `env`, and returns its stdout: dropping capabilities is for good.
+    fn in_own_process(test: &str, env: &[(&str, &str)]) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("SNAPSHOT_TEST_CHILD", "1")
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+
+    fn needs_root(test: &str) -> bool {
+        if Uid::effective().is_root() {
+            return true;
+        }
+        assert!(std::env::var_os("CI").is_none(), "{test} needs root");
+        eprintln!("{test}: needs root, skipped");
+        false
+    }
+
+    #[test]
+    fn every_capability_but_the_kept_ones_goes() {
+        if !needs_root("every_capability_but_the_kept_ones_goes") {
+            return;
+        }
+        let out = in_own_process("privilege::tests::drop_here", &[]);
+        let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_string();
+        let kill = format!("{:016x}", 1u64 << 5);
+        assert_eq!(field("CapEff:"), kill, "{out}");
+        assert_eq!(field("CapPrm:"), kill, "{out}");
+        assert_eq!(field("CapBnd:"), kill, "{out}");
+        assert_eq!((field("CapInh:"), field("CapAmb:")), ("0".repeat(16), "0".repeat(16)), "{out}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{out}");
+    }
+
+    #[test]
+    #[ignore = "run by every_capability_but_the_kept_ones_goes in a process of its own"]
+    fn drop_here() {
+        assert!(std::env::var_os("SNAPSHOT_TEST_CHILD").is_some(), "only in a process of its own");
+        drop_capabilities(&[Capability::CAP_KILL]).unwrap();
+        // Capabilities belong to threads: this one's.
+        print!("{}", std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    }
+
+    #[test]
+    fn root_started_by_sudo_runs_the_command_as_the_invoker() {
+        if !needs_root("root_started_by_sudo_runs_the_command_as_the_invoker") {
+            return;
+        }
+        let out = in_own_process("privilege::tests::identity_here", &[("SUDO_UID", "65534"), ("SUDO_GID", "100")]);
+        assert!(out.contains("identity: Some(Identity { uid: 65534, gid: 100,"), "{out}");
+        let out = in_own_process("privilege::tests::identity_here", &[]);
+        assert!(out.contains("identity: None"), "{out}");
+    }
+
+    #[test]
+    #[ignore = "run by root_started_by_sudo_runs_the_command_as_the_invoker in a process of its own"]
+    fn identity_here() {
+        assert!(std::env::var_os("SNAPSHOT_TEST_CHILD").is_some(), "only in a process of its own");
+        println!("identity: {:?}", command_identity(None).unwrap());
+    }
+
     #[test]
     fn signals_need_cap_kill_only_for_another_user() {
         assert!(kept_while_tracing(true).contains(&Capability::CAP_KILL));
