@@ -253,6 +253,10 @@ mod tests {
         // member is an anonymous struct of lru (16 bytes) and mapping: the
         // offsets of the nesting levels add up (include/linux/mm_types.h, 64-bit).
         assert_eq!(field_offset(&btf(), "page", "mapping").unwrap(), 24);
+        // mm_struct keeps its fields in an anonymous struct (for layout
+        // randomisation): offsets inside it, within the ~1-2 KiB struct.
+        let users = field_offset(&btf(), "mm_struct", "mm_users").unwrap();
+        assert!(users > 0 && users < 4096, "{users}");
     }
 
     #[test]
