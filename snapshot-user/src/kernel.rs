@@ -345,6 +345,11 @@ mod tests {
         assert!(!reads_need_cap_bpf("6.4.0", "0\n"));
         assert!(!reads_need_cap_bpf("6.5.0", "2"));
         assert!(!reads_need_cap_bpf("6.18.44-fc", "1"));
+        // The running kernel, from uname rather than /proc/sys.
+        let release = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+        if !release_before(&release, (6, 5)) {
+            assert!(!map_reads_need_cap_bpf(), "{release}");
+        }
     }
 
     #[test]
