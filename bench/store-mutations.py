@@ -7,7 +7,7 @@ import subprocess, sys
 S = "snapshot-store/src/"
 MUTATIONS = [
     ("snapshot file not fsynced", S + "snapfile.rs",
-     "w.file.file.sync_all().map_err(io)?;", "",
+     "file.0.file.sync_all().map_err(io)?;", "",
      "save_lifecycle", "file_then_directory_are_fsynced_around_the_rename"),
     ("directory not fsynced", S + "snapfile.rs",
      ".and_then(|d| d.sync_all())", ".map(|_| ())",
@@ -19,10 +19,11 @@ MUTATIONS = [
      "if want > self.nbuckets && !self.resize_blocked {", "if want > self.nbuckets {",
      "save_lifecycle", "debug_populate_does_not_resize_while_a_child_lives"),
     ("loader keeps expired records", S + "snapfile.rs",
-     "if exp != 0 && exp <= now {", "if false {",
+     "Some(at) if at <= now => return Ok(()),", "Some(_) if false => return Ok(()),",
      "save_lifecycle", "expired_records_are_not_loaded"),
     ("writes during a save forgotten", S + "persist.rs",
-     "self.dirty = self.dirty.saturating_sub(self.dirty_at_fork);", "self.dirty = 0;",
+     "self.dirty = self.dirty.saturating_sub(self.dirty_at_fork);\n            log(&format!(\n                \"Background saving",
+     "self.dirty = 0;\n            log(&format!(\n                \"Background saving",
      "save_lifecycle", "writes_made_during_a_save_still_count_as_unsaved"),
     ("save policy ignores its seconds", S + "persist.rs",
      ".any(|p| self.dirty >= p.changes && age > p.secs)", ".any(|p| self.dirty >= p.changes)",
@@ -72,12 +73,15 @@ def run(test, name):
     return r.returncode
 
 only = sys.argv[1:]
+stale = 0
 for what, path, old, new, test, name in MUTATIONS:
     if only and not any(o in what for o in only):
         continue
     src = open(path).read()
     if src.count(old) != 1:
-        print(f"{what}: pattern not found once in {path}", flush=True)
+        # The code moved on: the mutation must be brought up to date, not skipped quietly.
+        print(f"{what}: STALE, pattern not found once in {path}", flush=True)
+        stale += 1
         continue
     open(path, "w").write(src.replace(old, new))
     try:
@@ -85,3 +89,4 @@ for what, path, old, new, test, name in MUTATIONS:
     finally:
         open(path, "w").write(src)
     print(f"{what}: {'caught' if rc != 0 else 'SURVIVED'} by {test}::{name}", flush=True)
+sys.exit(1 if stale else 0)

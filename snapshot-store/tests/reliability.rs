@@ -370,7 +370,18 @@ fn stale_temp_files_removed_at_start() {
     std::fs::write(&live, b"another server's save").expect("write");
     std::fs::write(&stale_forkless, b"half a forkless snapshot").expect("write");
     std::fs::write(&live_forkless, b"another server's forkless save").expect("write");
+    // Names no save writes are someone else's files: left alone.
+    let foreign = [
+        dir.path().join("temp-0.rdb"),
+        dir.path().join(format!("temp-{gone_pid}-forkless-x.rdb")),
+    ];
+    for f in &foreign {
+        std::fs::write(f, b"not ours").expect("write");
+    }
     let s = Server::start(dir.path(), &["--save", ""]);
+    for f in &foreign {
+        assert!(f.exists(), "{} removed", f.display());
+    }
     assert!(!stale.exists(), "stale temp file kept");
     assert!(live.exists(), "a live process's temp file removed");
     assert!(!stale_forkless.exists(), "stale forkless temp file kept");

@@ -264,6 +264,25 @@ mod tests {
     }
 
     #[test]
+    fn times_stop_at_100_years() {
+        assert_eq!(parse_duration("99y"), Ok(Duration::from_secs(99 * 31_557_600)));
+        assert_eq!(parse_duration("3153600000"), Ok(Duration::from_secs(100 * 365 * 24 * 3600)));
+        for bad in ["101y", "3153600001"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains("more than 100 years"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn seconds_may_be_zero() {
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        assert_eq!(parse_seconds("1.5"), Ok(1.5));
+        assert_eq!(parse_seconds("2m"), Ok(120.0));
+        assert_eq!(parse_seconds("250ms"), Ok(0.25));
+        assert!(parse_seconds("nan").unwrap_err().contains("expected a positive time"));
+    }
+
+    #[test]
     fn trace_needs_a_target() {
         assert!(Cli::try_parse_from(["snapshot", "trace"]).is_err());
         assert!(Cli::try_parse_from(["snapshot", "trace", "--all"]).is_ok());

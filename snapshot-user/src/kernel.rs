@@ -145,9 +145,13 @@ impl Caps {
         let status = procfs::process::Process::myself()
             .and_then(|p| p.status())
             .context("reading /proc/self/status")?;
-        let eff = status.capeff;
+        Ok(Caps::from_effective(status.capeff))
+    }
+
+    /// From a CapEff mask: CAP_SYS_ADMIN is bit 21, CAP_PERFMON 38, CAP_BPF 39.
+    fn from_effective(eff: u64) -> Self {
         let has = |bit: u32| eff & (1 << bit) != 0;
-        Ok(Caps { sys_admin: has(21), perfmon: has(38), bpf: has(39) })
+        Caps { sys_admin: has(21), perfmon: has(38), bpf: has(39) }
     }
 
     /// Tracing needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN which implies both.
@@ -180,7 +184,11 @@ impl Caps {
 pub fn map_reads_need_cap_bpf() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
-    release_before(&release, (6, 5)) && disabled.trim() != "0"
+    reads_need_cap_bpf(&release, &disabled)
+}
+
+fn reads_need_cap_bpf(release: &str, unprivileged_bpf_disabled: &str) -> bool {
+    release_before(release, (6, 5)) && unprivileged_bpf_disabled.trim() != "0"
 }
 
 /// "6.4.0-150-generic" before (6, 5)? Unparsable releases count as old.
@@ -242,6 +250,14 @@ mod tests {
         // vm_flags sits in an anonymous union on recent kernels.
         let offset = field_offset(&btf(), "vm_area_struct", "vm_flags").unwrap();
         assert!(offset > 0 && offset < 256, "{offset}");
+        // struct page: flags (8 bytes), then an anonymous union whose first
+        // member is an anonymous struct of lru (16 bytes) and mapping: the
+        // offsets of the nesting levels add up (include/linux/mm_types.h, 64-bit).
+        assert_eq!(field_offset(&btf(), "page", "mapping").unwrap(), 24);
+        // mm_struct keeps its fields in an anonymous struct (for layout
+        // randomisation): offsets inside it, within the ~1-2 KiB struct.
+        let users = field_offset(&btf(), "mm_struct", "mm_users").unwrap();
+        assert!(users > 0 && users < 4096, "{users}");
     }
 
     #[test]
@@ -259,6 +275,42 @@ mod tests {
         assert_eq!(enum_value(&btf, "___GFP_NORETRY_BIT").unwrap_or(16), 16);
     }
 
+    /// A `NAME: N kB` field of a /proc file, read here apart from procfs.
+    fn kib(file: &str, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(file).unwrap();
+        text.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+    }
+
+    fn meminfo_kib(field: &str) -> Option<u64> {
+        kib("/proc/meminfo", field)
+    }
+
+    #[test]
+    fn config_holds_what_the_kernel_headers_say() {
+        let c = config().unwrap();
+        // Enumerators in include/linux/gfp_types.h, mm_types_task.h and
+        // tlb_flush_reason: fixed positions for many releases.
+        assert_eq!((c.gfp_highmem, c.gfp_movable, c.gfp_zero, c.gfp_write, c.gfp_noretry), (1, 3, 8, 12, 16));
+        assert_eq!((c.mm_filepages, c.mm_anonpages, c.mm_swapents, c.mm_shmempages), (0, 1, 2, 3));
+        assert_eq!(c.tlb_local_mm_shootdown, 3);
+        // sched_process_exit gained group_dead in 6.16.
+        let release = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+        assert_eq!(c.exit_has_group_dead == 1, !release_before(&release, (6, 16)), "{release}");
+        let page_kib = kib("/proc/self/smaps", "KernelPageSize:").unwrap();
+        assert_eq!(1u64 << c.page_shift, page_kib * 1024);
+        let huge_kib = meminfo_kib("Hugepagesize:").unwrap_or(2048);
+        assert_eq!(1u64 << (c.huge_order + c.page_shift), huge_kib * 1024);
+        // tgid follows pid; mm and the fault counters sit further into task_struct.
+        let btf = btf();
+        assert_eq!(c.task_tgid, field_offset(&btf, "task_struct", "pid").unwrap() + 4);
+        assert!(c.task_mm > 0 && c.task_min_flt > c.task_mm, "{} {}", c.task_mm, c.task_min_flt);
+        assert_eq!(c.task_min_flt + 8, field_offset(&btf, "task_struct", "maj_flt").unwrap());
+        // mm_struct.hugetlb_usage exists with hugetlb (5.17+).
+        if meminfo_kib("Hugetlb:").is_some() {
+            assert!(c.mm_hugetlb_usage > 0);
+        }
+    }
+
     #[test]
     fn kernel_releases_compare() {
         assert!(release_before("6.4.16-generic", (6, 5)));
@@ -266,6 +318,55 @@ mod tests {
         assert!(!release_before("6.5.0-1-amd64", (6, 5)));
         assert!(!release_before("6.18.0", (6, 5)));
         assert!(release_before("weird", (6, 5)));
+    }
+
+    #[test]
+    fn capabilities_come_from_their_bits() {
+        let caps = |eff: u64| {
+            let c = Caps::from_effective(eff);
+            (c.sys_admin, c.bpf, c.perfmon)
+        };
+        assert_eq!(caps(0), (false, false, false));
+        assert_eq!(caps(1 << 21), (true, false, false));
+        assert_eq!(caps(1 << 39), (false, true, false));
+        assert_eq!(caps(1 << 38), (false, false, true));
+        assert_eq!(caps(!((1 << 21) | (1 << 38) | (1 << 39))), (false, false, false));
+        // This process: the same as its CapEff line says.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+        let mine = Caps::current().unwrap();
+        let want = Caps::from_effective(u64::from_str_radix(hex, 16).unwrap());
+        assert_eq!((mine.sys_admin, mine.bpf, mine.perfmon), (want.sys_admin, want.bpf, want.perfmon));
+    }
+
+    #[test]
+    fn map_reads_need_cap_bpf_only_before_6_5_with_the_sysctl_set() {
+        assert!(reads_need_cap_bpf("6.4.0-150-generic\n", "2\n"));
+        assert!(reads_need_cap_bpf("5.15.0", "1"));
+        assert!(!reads_need_cap_bpf("6.4.0", "0\n"));
+        assert!(!reads_need_cap_bpf("6.5.0", "2"));
+        assert!(!reads_need_cap_bpf("6.18.44-fc", "1"));
+        // The running kernel, from uname rather than /proc/sys.
+        let release = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
+        if !release_before(&release, (6, 5)) {
+            assert!(!map_reads_need_cap_bpf(), "{release}");
+        }
+    }
+
+    #[test]
+    fn what_check_reports_matches_proc_and_sys() {
+        // The initial user namespace maps every id to itself.
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+        let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        assert_eq!(user_namespace().is_none(), initial, "{map}");
+        if let Ok(text) = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") {
+            let mode = thp_mode().unwrap();
+            assert!(["always", "madvise", "never"].contains(&mode.as_str()), "{mode:?}");
+            assert!(text.contains(&format!("[{mode}]")), "{text}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert_eq!(tracefs_mounted(), mounts.lines().any(|l| l.split(' ').nth(2) == Some("tracefs")));
+        assert_eq!(has_kprobes(), std::fs::read_dir("/sys/bus/event_source/devices").unwrap().any(|e| e.unwrap().file_name() == "kprobe"));
     }
 
     #[test]

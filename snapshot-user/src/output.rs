@@ -107,3 +107,89 @@ fn refuse_planted_link(path: &Path, link: &std::fs::Metadata) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    fn written(sink: &mut Sink, text: &str) -> Result<()> {
+        sink.write(|out| out.write_all(text.as_bytes()))
+    }
+
+    #[test]
+    fn dash_is_stdout_and_none_the_default() {
+        assert!(matches!(Sink::open(None, Sink::Stderr).unwrap(), Sink::Stderr));
+        assert!(matches!(Sink::open(Some(Path::new("-")), Sink::Stderr).unwrap(), Sink::Stdout));
+        assert_eq!(Sink::Stdout.name(), "stdout");
+        assert_eq!(Sink::Stderr.name(), "stderr");
+    }
+
+    #[test]
+    fn files_are_created_new_or_truncated_and_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report");
+        let mut sink = Sink::open(Some(&path), Sink::Stderr).unwrap();
+        written(&mut sink, "first report\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first report\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        let mut again = Sink::open(Some(&path), Sink::Stderr).unwrap();
+        written(&mut again, "2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "2\n");
+        let missing = dir.path().join("no/such/dir");
+        let err = format!("{:#}", Sink::open(Some(&missing), Sink::Stderr).err().unwrap());
+        assert!(err.starts_with(&format!("cannot write {}", missing.display())), "{err}");
+        // A path through a file: the look fails before any open.
+        let through = path.join("x");
+        let err = format!("{:#}", create(&through).unwrap_err());
+        assert!(err.starts_with(&format!("cannot look at {}", through.display())), "{err}");
+    }
+
+    #[test]
+    fn a_full_device_is_an_error_that_names_it() {
+        let mut sink = Sink::open(Some(Path::new("/dev/full")), Sink::Stderr).unwrap();
+        let err = format!("{:#}", written(&mut sink, "report\n").unwrap_err());
+        assert!(err.starts_with("writing /dev/full") && err.contains("No space left"), "{err}");
+    }
+
+    #[test]
+    fn links_planted_by_others_in_shared_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let shared = dir.path().join("tmp");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let link = shared.join("report");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Our own link is followed, as the kernel's protected_symlinks would.
+        written(&mut Sink::open(Some(&link), Sink::Stderr).unwrap(), "mine").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
+        if !nix::unistd::Uid::effective().is_root() {
+            // Only root can give the link to another user; CI runs as root, so it must not skip there.
+            assert!(std::env::var_os("CI").is_none(), "needs root");
+            eprintln!("links_planted_by_others_in_shared_directories_are_refused: the other-user half needs root, skipped");
+            return;
+        }
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        let err = format!("{:#}", create(&link).unwrap_err());
+        assert!(err.contains("refusing to write through") && err.contains("uid 65534"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
+        // The same link in a directory that is not world-writable and sticky is followed.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        create(&link).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        // Owned by the directory's owner (not us): followed too.
+        std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
+        create(&link).unwrap();
+        // Another user's regular file there is no link: truncated and written, never followed.
+        std::os::unix::fs::chown(&shared, Some(0), None).unwrap();
+        let theirs = shared.join("theirs");
+        std::fs::write(&theirs, "old").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        written(&mut Sink::open(Some(&theirs), Sink::Stderr).unwrap(), "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "new");
+    }
+}

@@ -329,6 +329,9 @@ mod tests {
         assert_eq!(human(4096), "4.0 KiB");
         assert_eq!(human(2 << 20), "2.0 MiB");
         assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(1023), "1023 B");
+        // Beyond TiB the unit stays TiB.
+        assert_eq!(human(1 << 50), "1024.0 TiB");
     }
 
     #[test]
@@ -338,6 +341,7 @@ mod tests {
         assert_eq!(escape("a\\b"), "a\\\\b");
         assert_eq!(escape("caf\u{e9}"), "caf\u{e9}");
         assert_eq!(escape("\u{202e}txt\u{85}"), "\\u{202e}txt\\u{85}");
+        assert_eq!(escape("\x7f\u{80}"), "\\x7f\\u{80}");
     }
 
     #[test]
@@ -354,5 +358,134 @@ mod tests {
         assert_eq!(p.copies_by_size.get(&(2 << 20)), Some(&2));
         assert_eq!(p.cow_copies, 60);
         assert_eq!(p.cow_bytes, 58 * 4096 + 2 * (2 << 20));
+    }
+
+    #[test]
+    fn a_live_process_without_a_parent_gets_it_from_proc() {
+        let me = std::process::id();
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        assert_eq!(process(&ProcStats::new(me, 0, [0; 16]), false).ppid, parent);
+        // Known parents are kept; an exited process is not looked up (its pid may be reused).
+        assert_eq!(process(&ProcStats::new(me, 4242, [0; 16]), false).ppid, 4242);
+        assert_eq!(process(&ProcStats::new(me, 0, [0; 16]), true).ppid, 0);
+    }
+
+    #[test]
+    fn forget_drops_the_final_records() {
+        let mut c = Collector::default();
+        c.exited.push(ProcStats::new(7, 1, [0; 16]));
+        c.ended.insert((10, 11, 1), record(2, end_reason::CHILD_EXIT));
+        c.forget();
+        assert!(c.exited.is_empty() && c.ended.is_empty());
+    }
+
+    fn record(end_ns: u64, end_reason: u32) -> ForkRecord {
+        ForkRecord {
+            parent: 10,
+            child: 11,
+            start_ns: 1_000_000_000,
+            end_ns,
+            parent_copies: 3,
+            child_copies: 2,
+            parent_bytes: 3 << 12,
+            child_bytes: 2 << 12,
+            older: 0,
+            newer: 0,
+            up: 0,
+            holders: 0,
+            end_reason,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn fork_records_name_their_end() {
+        let live = fork(&record(0, end_reason::LIVE));
+        assert_eq!((live.end_ns, live.end_reason), (None, "live"));
+        let names = [
+            (end_reason::CHILD_EXIT, "child_exit"),
+            (end_reason::CHILD_EXEC, "child_exec"),
+            (end_reason::PARENT_EXIT, "parent_exit"),
+            (end_reason::PARENT_EXEC, "parent_exec"),
+        ];
+        for (reason, name) in names {
+            let f = fork(&record(3_500_000_000, reason));
+            assert_eq!((f.end_ns, f.end_reason), (Some(3_500_000_000), name));
+            assert_eq!((f.parent, f.child, f.start_ns), (10, 11, 1_000_000_000));
+            assert_eq!((f.parent_copies, f.child_copies, f.parent_bytes, f.child_bytes), (3, 2, 3 << 12, 2 << 12));
+        }
+    }
+
+    fn sample_report(health: Health) -> Report {
+        let mut s = ProcStats::new(7, 1, *b"wr\x1bter\0\0\0\0\0\0\0\0\0\0");
+        (s.cow_copies, s.cow_bytes, s.wp_faults, s.zero_fills, s.faults) = (5, 5 << 12, 9, 1, 40);
+        s.copies_by_order[0] = 5;
+        let mut other = ProcStats::new(8, 7, *b"child\0\0\0\0\0\0\0\0\0\0\0");
+        (other.cow_copies, other.cow_bytes) = (1, 2 << 20);
+        other.copies_by_order[9] = 1;
+        Report {
+            schema_version: SCHEMA_VERSION,
+            duration_s: 2.34,
+            tracing_path: Some(Path::RawTracepoint),
+            tracing_path_text: Path::RawTracepoint.name().to_string(),
+            processes: vec![process(&s, true), process(&other, true)],
+            forks: vec![fork(&record(3_500_000_000, end_reason::CHILD_EXIT)), fork(&record(0, end_reason::LIVE))],
+            health,
+        }
+    }
+
+    fn printed(report: &Report) -> String {
+        let mut out = Vec::new();
+        print(report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn totals_add_every_process() {
+        let report = sample_report(Health::default());
+        assert_eq!(report.total_cow_copies(), 6);
+        assert_eq!(report.total_cow_bytes(), (5 << 12) + (2 << 20));
+    }
+
+    #[test]
+    fn tables_show_processes_forks_and_totals() {
+        let text = printed(&sample_report(Health::default()));
+        let row = |start: &str| text.lines().find(|l| l.trim_start().starts_with(start)).unwrap_or_default().to_string();
+        let words = |line: String| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(words(row("7 ")), ["7", "1", "wr\\x1bter", "5", "20.0", "KiB", "5x4.0", "KiB", "3", "1", "40"]);
+        assert_eq!(words(row("8 ")), ["8", "7", "child", "1", "2.0", "MiB", "1x2.0", "MiB", "0", "0", "0"]);
+        assert_eq!(words(row("10 ")), ["10", "11", "2.500s", "child_exit", "3", "2", "20.0", "KiB"]);
+        assert!(text.contains("PARENT") && text.contains("ENDED_BY"), "{text}");
+        assert!(text.lines().any(|l| words(l.to_string()) == ["10", "11", "-", "live", "3", "2", "20.0", "KiB"]), "{text}");
+        assert!(text.contains("\ntotal: 6 copies, 2.0 MiB copied, in 2.3s (raw tracepoints)\n"), "{text}");
+        assert!(!text.contains("warning"), "{text}");
+    }
+
+    #[test]
+    fn full_tables_are_warned_about() {
+        for field in 0..4 {
+            let mut health = Health::default();
+            *[&mut health.procs_table_full, &mut health.forks_table_full, &mut health.pending_table_full, &mut health.ring_full][field] = 1;
+            let text = printed(&sample_report(health));
+            assert!(text.contains("warning: tables full, counts incomplete"), "{field}: {text}");
+        }
+        // Two full tables warn too (the counts are added, not subtracted).
+        for pair in [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]] {
+            let [procs_table_full, forks_table_full, pending_table_full, ring_full] = pair;
+            let health = Health { procs_table_full, forks_table_full, pending_table_full, ring_full, unattributed_copies: 0 };
+            let want = format!("procs {procs_table_full} forks {forks_table_full} pending {pending_table_full} ring {ring_full}");
+            assert!(printed(&sample_report(health)).contains(&want), "{want}");
+        }
+        let mut quiet = sample_report(Health { unattributed_copies: 9, ..Health::default() });
+        quiet.forks.clear();
+        let text = printed(&quiet);
+        assert!(!text.contains("warning") && !text.contains("PARENT"), "{text}");
+    }
+
+    #[test]
+    fn path_tokens_are_stable() {
+        assert_eq!(path_token(Some(Path::BtfTracepoint)), "btf_tracepoint");
+        assert_eq!(path_token(Some(Path::RawTracepoint)), "raw_tracepoint");
+        assert_eq!(path_token(None), "none");
     }
 }

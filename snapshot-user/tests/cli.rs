@@ -254,6 +254,12 @@ fn no_subcommand_prints_help_and_usage_shows_the_separator() {
     let err = text(&stray.stderr);
     assert!(err.contains("snapshot trace [OPTIONS] -- CMD [ARGS]..."), "{err}");
     assert!(err.contains("hint: put `--` before the command to trace: snapshot trace -- ls"), "{err}");
+    // The hint is for a command word given to trace, not for an unknown option or another subcommand.
+    for args in [&["trace", "--all", "--no-such-option"][..], &["check", "ls"]] {
+        let out = snapshot(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!text(&out.stderr).contains("hint:"), "{args:?}: {}", text(&out.stderr));
+    }
     let help = snapshot(&["trace", "--help"]);
     assert!(help.status.success());
     let help = text(&help.stdout);

@@ -21,7 +21,7 @@ pub const NEEDS: &[Need] = &[
     Need {
         command: "redis-server",
         package: "redis-server",
-        tests: "snapshot-store tests that compare replies with the real Redis server",
+        tests: "snapshot-store tests that compare replies with the real Redis server; snapshot-user run::resp unit test",
     },
     Need {
         command: "redis-cli",

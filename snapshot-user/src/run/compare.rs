@@ -68,3 +68,24 @@ pub fn row(pages: &str, observed: &str, method: Method, end: &End, summaries: &[
         writes_per_s_without: if outside_s > 0.0 { outside_writes as f64 / outside_s } else { 0.0 },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(fork_usec: u64, copied_bytes: u64) -> Summary {
+        Summary { fork_usec, copied_bytes, copies: copied_bytes / 4096, ..Summary::default() }
+    }
+
+    #[test]
+    fn rows_add_copies_and_take_medians() {
+        let summaries = [summary(300, 4096), summary(100, 8192), summary(200, 40960)];
+        let r = row("4k", "4k", &End::default(), &summaries);
+        assert_eq!((r.snapshots, r.copies, r.copied_bytes), (3, 13, 53248));
+        assert_eq!((r.fork_usec, r.copied_bytes_per_snapshot), (200, 8192));
+        let two = row("thp", "4k", &End::default(), &summaries[..2]);
+        // Of two, the upper one.
+        assert_eq!((two.fork_usec, two.pages.as_str(), two.observed.as_str()), (300, "thp", "4k"));
+        assert_eq!(row("4k", "4k", &End::default(), &[]).fork_usec, 0);
+    }
+}

@@ -165,6 +165,33 @@ mod tests {
     }
 
     #[test]
+    fn few_inserts_copy_a_share_of_the_bucket_pages() {
+        // Half the writes insert: 16 inserts over 32 bucket pages touch 32 (1 - e^(-1/2)) of them.
+        let m = Model::new(10_000, 512.0, 4096, Dist::Sequential, 0.99).with_inserts(0.5, 16_384);
+        let buckets = 32.0 * -(-0.5f64).exp_m1();
+        // The other 16 writes: 16 sequential 512-byte records, 3 pages.
+        let want = (buckets + 3.0) * 4096.0;
+        assert!((m.copied_bytes(32.0) - want).abs() < 1e-6, "{} {want}", m.copied_bytes(32.0));
+    }
+
+    #[test]
+    fn no_writes_copy_nothing() {
+        for dist in [Dist::Sequential, Dist::Uniform, Dist::Zipf] {
+            assert_eq!(Model::new(1000, 512.0, 4096, dist, 0.99).copied_bytes(0.0), 0.0);
+        }
+    }
+
+    #[test]
+    fn records_count_on_every_page_they_span() {
+        // 3000-byte records: key 1 spans pages 0 and 1, key 2 pages 1 and 2.
+        assert_eq!(spread(3, 3000.0, 4096, 3, |_| 1.0), [2.0, 2.0, 1.0]);
+        // 2048-byte records end on a page boundary: each sits on one page.
+        assert_eq!(spread(4, 2048.0, 4096, 2, |_| 1.0), [2.0, 2.0]);
+        // A record reaching past the last page (rounding) counts on the last page.
+        assert_eq!(spread(3, 3000.0, 4096, 2, |_| 1.0), [2.0, 2.0]);
+    }
+
+    #[test]
     fn duration_from_progress_then_history() {
         assert_eq!(expected_duration(1.0, Some(0.25), Some(9.0), 0.0), 4.0);
         assert_eq!(expected_duration(1.0, Some(0.01), Some(9.0), 0.0), 9.0);

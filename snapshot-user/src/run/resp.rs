@@ -158,4 +158,69 @@ mod tests {
         assert_eq!(info.keys(), 42);
         assert_eq!(info.num("missing"), None);
     }
+
+    /// A real redis-server on a free port in a private directory, killed by pid on drop.
+    struct Redis {
+        child: std::process::Child,
+        _dir: tempfile::TempDir,
+        addr: SocketAddr,
+    }
+
+    impl Redis {
+        fn start() -> Redis {
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (cargo xtask test installs it)");
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let mut redis = Redis { child, _dir: dir, addr };
+            while TcpStream::connect(addr).is_err() {
+                assert!(redis.child.try_wait().unwrap().is_none(), "redis-server exited");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            redis
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn every_reply_kind_from_a_real_redis() {
+        let redis = Redis::start();
+        let mut c = Conn::connect(redis.addr).unwrap();
+        let bulk = |b: &[u8]| Reply::Bulk(Some(b.to_vec()));
+        assert_eq!(c.call(&["PING"]).unwrap(), Reply::Simple("PONG".into()));
+        assert_eq!(c.call(&["SET", "k", "a\r\nb"]).unwrap(), Reply::Simple("OK".into()));
+        assert_eq!(c.call(&["SET", "empty", ""]).unwrap(), Reply::Simple("OK".into()));
+        assert_eq!(c.call(&["INCRBY", "n", "-7"]).unwrap(), Reply::Int(-7));
+        assert_eq!(c.call(&["GET", "k"]).unwrap(), bulk(b"a\r\nb"));
+        let mget = c.call(&["MGET", "k", "missing", "empty"]).unwrap();
+        assert_eq!(mget, Reply::Array(vec![bulk(b"a\r\nb"), Reply::Bulk(None), bulk(b"")]));
+        assert_eq!(c.call(&["LRANGE", "nolist", "0", "-1"]).unwrap(), Reply::Array(Vec::new()));
+        assert_eq!(c.call(&["BLPOP", "nolist", "0.01"]).unwrap(), Reply::Array(Vec::new()));
+        let Reply::Error(e) = c.call(&["NOSUCHCOMMAND"]).unwrap() else { panic!("an error reply") };
+        assert!(e.starts_with("ERR unknown command"), "{e}");
+        assert!(c.call(&["INCR", "k"]).unwrap().text().unwrap_err().to_string().starts_with("server replied: ERR"));
+        assert_eq!(c.call(&["GET", "k"]).unwrap().text().unwrap(), "a\r\nb");
+        assert!(c.call(&["INCR", "n"]).unwrap().text().unwrap_err().to_string().contains("unexpected reply Int(-6)"));
+        // Pipelined: both queued, one send, replies in order.
+        c.push(&[b"SET", b"p", b"1"]);
+        c.push(&[b"GET", b"p"]);
+        c.flush().unwrap();
+        assert_eq!((c.read().unwrap(), c.read().unwrap()), (Reply::Simple("OK".into()), bulk(b"1")));
+        assert_eq!(c.info("keyspace").unwrap().keys(), 4);
+        assert_eq!(c.info("server").unwrap().num("tcp_port"), Some(u64::from(redis.addr.port())));
+        // The server going away is an error, not a hang or a panic.
+        assert_eq!(c.call(&["QUIT"]).unwrap(), Reply::Simple("OK".into()));
+        assert!(c.read().unwrap_err().to_string().contains("closed the connection"));
+    }
 }
