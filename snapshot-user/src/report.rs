@@ -418,10 +418,9 @@ mod tests {
 
     fn sample_report(health: Health) -> Report {
         let mut s = ProcStats::new(7, 1, *b"wr\x1bter\0\0\0\0\0\0\0\0\0\0");
-        (s.cow_copies, s.cow_bytes, s.wp_faults, s.zero_fills, s.faults) = (5, 5 << 12, 9, 1, 40);
+        (s.wp_faults, s.zero_fills, s.faults) = (9, 1, 40);
         s.copies_by_order[0] = 5;
         let mut other = ProcStats::new(8, 7, *b"child\0\0\0\0\0\0\0\0\0\0\0");
-        (other.cow_copies, other.cow_bytes) = (1, 2 << 20);
         other.copies_by_order[9] = 1;
         Report {
             schema_version: SCHEMA_VERSION,
@@ -431,6 +430,7 @@ mod tests {
             processes: vec![process(&s, true), process(&other, true)],
             forks: vec![fork(&record(3_500_000_000, end_reason::CHILD_EXIT)), fork(&record(0, end_reason::LIVE))],
             health,
+            stacks: None,
         }
     }
 
@@ -472,7 +472,7 @@ mod tests {
         // Two full tables warn too (the counts are added, not subtracted).
         for pair in [[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]] {
             let [procs_table_full, forks_table_full, pending_table_full, ring_full] = pair;
-            let health = Health { procs_table_full, forks_table_full, pending_table_full, ring_full, unattributed_copies: 0 };
+            let health = Health { procs_table_full, forks_table_full, pending_table_full, ring_full, ..Health::default() };
             let want = format!("procs {procs_table_full} forks {forks_table_full} pending {pending_table_full} ring {ring_full}");
             assert!(printed(&sample_report(health)).contains(&want), "{want}");
         }

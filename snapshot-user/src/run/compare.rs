@@ -80,12 +80,12 @@ mod tests {
     #[test]
     fn rows_add_copies_and_take_medians() {
         let summaries = [summary(300, 4096), summary(100, 8192), summary(200, 40960)];
-        let r = row("4k", "4k", &End::default(), &summaries);
+        let r = row("4k", "4k", Method::Fork, &End::default(), &summaries);
         assert_eq!((r.snapshots, r.copies, r.copied_bytes), (3, 13, 53248));
-        assert_eq!((r.fork_usec, r.copied_bytes_per_snapshot), (200, 8192));
-        let two = row("thp", "4k", &End::default(), &summaries[..2]);
+        assert_eq!((r.stall_us, r.copied_bytes_per_snapshot), (200, 8192));
+        let two = row("thp", "4k", Method::Fork, &End::default(), &summaries[..2]);
         // Of two, the upper one.
-        assert_eq!((two.fork_usec, two.pages.as_str(), two.observed.as_str()), (300, "thp", "4k"));
-        assert_eq!(row("4k", "4k", &End::default(), &[]).fork_usec, 0);
+        assert_eq!((two.stall_us, two.pages.as_str(), two.observed.as_str()), (300, "thp", "4k"));
+        assert_eq!(row("4k", "4k", Method::Fork, &End::default(), &[]).stall_us, 0);
     }
 }
