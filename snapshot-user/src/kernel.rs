@@ -12,14 +12,16 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The kernel tracepoints the programs attach to, the eBPF module holding
 /// each, and what it needs from the kernel. Each is attached as a BTF
 /// tracepoint (tp_btf, Linux 5.5+) or, failing that, a raw tracepoint (4.17+);
-/// neither needs tracefs.
+/// neither needs tracefs. They attach in this order: the exit probe, which
+/// removes a process's entry, before any probe that makes one, so no process
+/// gets an entry whose exit goes unseen (a leak under `--all`).
 pub const PROBES: &[(&str, &str, &str)] = &[
+    ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
     ("page_fault_user", "fault.rs", "x86 exceptions tracepoint"),
     ("page_fault_kernel", "fault.rs", "x86 exceptions tracepoint (kernel-mode faults on user memory)"),
     ("mm_page_alloc", "alloc.rs", "kmem tracepoint"),
     ("sched_process_fork", "fork.rs", "sched tracepoint"),
     ("sched_process_exec", "exec.rs", "sched tracepoint"),
-    ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
     ("tlb_flush", "tlb.rs", "x86 tlb tracepoint: a hugetlb write fault that copies flushes"),
     ("rss_stat", "rss.rs", "kmem tracepoint: a copy of a page-cache page moves it from the file counters"),
 ];

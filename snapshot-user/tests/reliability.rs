@@ -47,6 +47,18 @@ fn procs_keys(id: u32) -> HashSet<u32> {
     keys
 }
 
+/// The leaked entries as the tracer recorded them: who they were tells which
+/// path made them (ppid 0: a fault in a process that had none).
+fn describe(id: u32, pids: &[u32]) -> String {
+    let map = Map::HashMap(MapData::from_id(id).expect("opening PROCS by id"));
+    let table: HashMap<_, u32, ProcStats> = HashMap::try_from(map).unwrap();
+    let entry = |p: &u32| match table.get(p, 0) {
+        Ok(v) => format!("{p} (comm {:?}, ppid {}, faults {})", String::from_utf8_lossy(&v.comm).trim_end_matches('\0'), v.ppid, v.faults),
+        Err(_) => format!("{p} (gone)"),
+    };
+    pids.iter().map(entry).collect::<Vec<_>>().join(", ")
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -114,7 +126,7 @@ fn tracing_all_through_10000_short_lived_processes_keeps_the_tables_bounded() {
     let dead: Vec<u32> = first.iter().copied().filter(|&p| !alive(p)).collect();
     let second = procs_keys(procs);
     let leaked: Vec<u32> = dead.into_iter().filter(|p| second.contains(p) && !alive(*p)).collect();
-    assert!(leaked.is_empty(), "entries of exited processes left: {leaked:?}");
+    assert!(leaked.is_empty(), "entries of exited processes left: {}", describe(procs, &leaked));
     eprintln!("{samples} samples during the run, at most {most} entries; {} after", second.len());
     signal(tracer.id(), libc::SIGINT);
     let out = tracer.take().wait_with_output().unwrap();
