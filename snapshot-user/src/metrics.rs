@@ -446,37 +446,14 @@ fn respond(url: &str, scrape: &mut impl FnMut() -> Result<String>) -> tiny_http:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Health, Process};
+    use crate::report::Process;
 
     fn process(pid: u32, bytes: u64, exited: bool) -> Process {
-        Process {
-            pid,
-            ppid: 1,
-            comm: "w".into(),
-            cow_copies: bytes / 4096,
-            cow_bytes: bytes,
-            file_copies: 0,
-            wp_reuse: 0,
-            wp_faults: 0,
-            zero_fills: 0,
-            faults: 0,
-            vma_misses: 0,
-            copies_by_size: [(4096, bytes / 4096)].into(),
-            exited,
-        }
+        Process::copying(pid, bytes, exited)
     }
 
     fn report(processes: Vec<Process>) -> Report {
-        Report {
-            schema_version: 1,
-            duration_s: 1.0,
-            tracing_path: None,
-            tracing_path_text: String::new(),
-            processes,
-            forks: Vec::new(),
-            health: Health::default(),
-            stacks: None,
-        }
+        Report::of(1.0, processes)
     }
 
     fn copied(metrics: &Metrics) -> u64 {

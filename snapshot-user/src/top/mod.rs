@@ -124,7 +124,7 @@ fn plain(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
     loop {
         std::thread::sleep(interval);
         let after = source.read()?;
-        let mut rows = rows(&filter, &before, &after, interval.as_secs_f64());
+        let mut rows = rows(&filter, &before, &after);
         sort(&mut rows, args.sort);
         rows.truncate(args.rows);
         let mut out = std::io::stdout().lock();
@@ -138,7 +138,11 @@ fn plain(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
 }
 
 /// The processes that copied, reused or shared in the interval between two reads.
-fn rows(filter: &Filter, before: &Report, after: &Report, secs: f64) -> Vec<Row> {
+fn rows(filter: &Filter, before: &Report, after: &Report) -> Vec<Row> {
+    // The time between the reads, not the nominal second: reading and
+    // printing take time too.
+    let secs = after.duration_s - before.duration_s;
+    let secs = if secs > 0.0 { secs } else { 1.0 };
     let earlier: HashMap<u32, &Process> = before.processes.iter().map(|p| (p.pid, p)).collect();
     let now_ns = crate::run::sample::monotonic_ns();
     after
@@ -216,5 +220,18 @@ mod tests {
         assert_eq!(SortKey::Pid.step(-1), SortKey::Reuse);
         let columns: Vec<usize> = SortKey::ALL.iter().map(|k| k.column()).collect();
         assert!(columns.windows(2).all(|w| w[0] < w[1]), "{columns:?}");
+    }
+
+    fn at(duration_s: f64, cow_bytes: u64) -> Report {
+        let process = Process::copying(7, cow_bytes, false);
+        Report::of(duration_s, vec![process])
+    }
+
+    #[test]
+    fn rates_are_per_second_of_the_time_between_the_reads() {
+        let filter = Filter { comm: None, pid: None };
+        let shown = rows(&filter, &at(1.0, 4096), &at(3.0, 4096 + 8 * 4096));
+        assert_eq!(shown.len(), 1);
+        assert_eq!((shown[0].copies_s, shown[0].bytes_s), (4.0, 4.0 * 4096.0));
     }
 }

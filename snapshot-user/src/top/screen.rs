@@ -63,7 +63,7 @@ pub fn run(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
             Input::Sort(new) => key = new,
             Input::Tick => {
                 let after = source.read()?;
-                shown = rows(&filter, &before, &after, INTERVAL.as_secs_f64());
+                shown = rows(&filter, &before, &after);
                 before = after;
                 next += INTERVAL;
             }
