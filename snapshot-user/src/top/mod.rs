@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     exporter::Source,
+    loader::{comm_bytes, comm_string},
     report::{Process, Report, escape, human},
 };
 
@@ -107,7 +108,18 @@ struct Filter {
     pid: Option<u32>,
 }
 
+impl Filter {
+    /// A name as the kernel keeps it (its first 15 bytes), as `trace --comm`
+    /// matches it: a longer one would otherwise match nothing.
+    fn new(args: &TopArgs) -> Result<Filter> {
+        let comm = args.comm.as_deref().map(|name| Ok::<_, anyhow::Error>(comm_string(&comm_bytes(name)?))).transpose()?;
+        Ok(Filter { comm, pid: args.pid })
+    }
+}
+
 pub fn run(args: TopArgs) -> Result<ExitCode> {
+    // A bad --comm is told before the programs load.
+    Filter::new(&args)?;
     let source = Source::open()?;
     // The keys are read from stdin: both ends on the terminal.
     if !args.once && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
@@ -118,7 +130,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
 
 /// Plain text: one screen (--once) or one every second until Ctrl-C.
 fn plain(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
-    let filter = Filter { comm: args.comm.clone(), pid: args.pid };
+    let filter = Filter::new(args)?;
     let interval = Duration::from_secs(1);
     let mut before = source.read()?;
     loop {
@@ -233,5 +245,17 @@ mod tests {
         let shown = rows(&filter, &at(1.0, 4096), &at(3.0, 4096 + 8 * 4096));
         assert_eq!(shown.len(), 1);
         assert_eq!((shown[0].copies_s, shown[0].bytes_s), (4.0, 4.0 * 4096.0));
+    }
+
+    #[test]
+    fn a_long_name_matches_as_the_kernel_keeps_it() {
+        let args = TopArgs { once: true, comm: Some("w".repeat(20)), pid: None, sort: SortKey::Bytes, rows: 20 };
+        let filter = Filter::new(&args).unwrap();
+        let mut before = at(1.0, 0);
+        let mut after = at(2.0, 4096);
+        for report in [&mut before, &mut after] {
+            report.processes[0].comm = "w".repeat(15);
+        }
+        assert_eq!(rows(&filter, &before, &after).len(), 1);
     }
 }

@@ -50,7 +50,7 @@ pub fn run(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, stop.clone()).context("installing the signal handler")?;
     }
-    let filter = Filter { comm: args.comm.clone(), pid: args.pid };
+    let filter = Filter::new(args)?;
     let mut key = args.sort;
     let mut shown: Vec<Row> = Vec::new();
     let mut before = source.read()?;
