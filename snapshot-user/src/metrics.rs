@@ -37,17 +37,26 @@ const BYTES: usize = 1;
 const FILE_COPIES: usize = 2;
 const REUSE: usize = 3;
 const FAULTS: usize = 4;
+/// The tracer's health families, in the same vector: a new tracer counts them
+/// from zero too, so they are retired like the per-process ones.
+const LOST: usize = 5;
+const UNATTRIBUTED: usize = 6;
+
+/// Distinct `comm` label values kept before the rest are counted as
+/// `OTHER_COMM`: any user can name processes at will (prctl PR_SET_NAME), and
+/// every name would otherwise become series of its own, for ever.
+pub const MAX_COMMS: usize = 1000;
+pub const OTHER_COMM: &str = "(other)";
 
 /// The metric families, and the totals of processes that have exited.
 pub struct Metrics {
     registry: Registry,
-    /// Per process (comm, or comm and pid): COPIES..FAULTS.
+    /// Per process (comm, or comm and pid): COPIES..FAULTS; then LOST and
+    /// UNATTRIBUTED.
     counters: Vec<IntCounterVec>,
     live_forks: IntGaugeVec,
     shared_seconds: GaugeVec,
     fork_bytes: IntGaugeVec,
-    lost: IntCounterVec,
-    unattributed: IntCounterVec,
     /// Exited processes' counts per series: counters never go down when a
     /// process leaves the kernel's table.
     retired: HashMap<(usize, Labels), u64>,
@@ -55,6 +64,8 @@ pub struct Metrics {
     last: HashMap<(usize, Labels), u64>,
     reports: Reports,
     pid_labels: bool,
+    /// The comm label values given out so far (at most MAX_COMMS).
+    comms: std::collections::HashSet<String>,
     /// The store's snapshot figures, when a store is the source.
     store: Option<StoreMetrics>,
 }
@@ -73,7 +84,7 @@ impl Metrics {
             registry.register(Box::new(vec.clone()))?;
             Ok(vec)
         };
-        let counters = vec![
+        let mut counters = vec![
             counter(
                 "snapshot_cow_copies_total",
                 "Pages copied on write after fork, by page size.",
@@ -100,16 +111,16 @@ impl Metrics {
                 who,
             )?,
         ];
-        let lost = counter(
+        counters.push(counter(
             "snapshot_tracer_lost_records_total",
             "Records the tracer could not keep, by table.",
             &["table"],
-        )?;
-        let unattributed = counter(
+        )?);
+        counters.push(counter(
             "snapshot_tracer_unattributed_copies_total",
             "Copies made while no fork shared the page.",
             &[],
-        )?;
+        )?);
         let live_forks = IntGaugeVec::new(
             Opts::new(
                 "snapshot_live_forks",
@@ -140,18 +151,25 @@ impl Metrics {
             live_forks,
             shared_seconds,
             fork_bytes,
-            lost,
-            unattributed,
             retired: HashMap::new(),
             last: HashMap::new(),
             reports,
             pid_labels,
+            comms: std::collections::HashSet::new(),
             store: None,
         })
     }
 
-    fn labels(&self, comm: &str, pid: u32) -> Labels {
-        let mut labels = vec![escape(comm)];
+    fn labels(&mut self, comm: &str, pid: u32) -> Labels {
+        let mut comm = escape(comm);
+        if !self.comms.contains(&comm) {
+            if self.comms.len() < MAX_COMMS {
+                self.comms.insert(comm.clone());
+            } else {
+                comm = OTHER_COMM.to_string();
+            }
+        }
+        let mut labels = vec![comm];
         if self.pid_labels {
             labels.push(pid.to_string());
         }
@@ -174,6 +192,10 @@ impl Metrics {
                 *totals.entry(key).or_default() += value;
             }
         }
+        // The tracer's own counts since it started: never retired by a forgetting source.
+        for (key, value) in health(report) {
+            *live.entry(key).or_default() += value;
+        }
         let mut now = self.retired.clone();
         for (key, value) in live {
             *now.entry(key).or_default() += value;
@@ -183,7 +205,6 @@ impl Metrics {
         }
         self.last = now;
         self.update_forks(report);
-        self.update_health(report);
     }
 
     fn update_forks(&mut self, report: &Report) {
@@ -210,19 +231,6 @@ impl Metrics {
                     .add(i64::try_from(bytes).unwrap_or(i64::MAX));
             }
         }
-    }
-
-    fn update_health(&mut self, report: &Report) {
-        let h = &report.health;
-        for (table, value) in [
-            ("procs", h.procs_table_full),
-            ("forks", h.forks_table_full),
-            ("pending", h.pending_table_full),
-            ("ring", h.ring_full),
-        ] {
-            raise(&self.lost, &[table.to_string()], value);
-        }
-        raise(&self.unattributed, &[], h.unattributed_copies);
     }
 
     /// The source is replaced by a new one that counts from zero (`snapshot
@@ -262,6 +270,22 @@ fn series(p: &crate::report::Process, base: Labels) -> Vec<((usize, Labels), u64
         out.push(((COPIES, sized.clone()), n));
         out.push(((BYTES, sized), n * size));
     }
+    out
+}
+
+/// The tracer's health counter values, keyed like `series`.
+fn health(report: &Report) -> Vec<((usize, Labels), u64)> {
+    let h = &report.health;
+    let mut out: Vec<((usize, Labels), u64)> = [
+        ("procs", h.procs_table_full),
+        ("forks", h.forks_table_full),
+        ("pending", h.pending_table_full),
+        ("ring", h.ring_full),
+    ]
+    .into_iter()
+    .map(|(table, value)| ((LOST, vec![table.to_string()]), value))
+    .collect();
+    out.push(((UNATTRIBUTED, Vec::new()), h.unattributed_copies));
     out
 }
 
@@ -422,37 +446,14 @@ fn respond(url: &str, scrape: &mut impl FnMut() -> Result<String>) -> tiny_http:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Health, Process};
+    use crate::report::Process;
 
     fn process(pid: u32, bytes: u64, exited: bool) -> Process {
-        Process {
-            pid,
-            ppid: 1,
-            comm: "w".into(),
-            cow_copies: bytes / 4096,
-            cow_bytes: bytes,
-            file_copies: 0,
-            wp_reuse: 0,
-            wp_faults: 0,
-            zero_fills: 0,
-            faults: 0,
-            vma_misses: 0,
-            copies_by_size: [(4096, bytes / 4096)].into(),
-            exited,
-        }
+        Process::copying(pid, bytes, exited)
     }
 
     fn report(processes: Vec<Process>) -> Report {
-        Report {
-            schema_version: 1,
-            duration_s: 1.0,
-            tracing_path: None,
-            tracing_path_text: String::new(),
-            processes,
-            forks: Vec::new(),
-            health: Health::default(),
-            stacks: None,
-        }
+        Report::of(1.0, processes)
     }
 
     fn copied(metrics: &Metrics) -> u64 {
@@ -484,5 +485,35 @@ mod tests {
         metrics.retire_all();
         metrics.update(&report(vec![process(20, 4096, false)]));
         assert_eq!(copied(&metrics), 12288);
+    }
+
+    #[test]
+    fn a_new_cumulative_source_adds_to_the_old_ones_health_counts() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        let mut first = report(Vec::new());
+        first.health.ring_full = 5;
+        first.health.unattributed_copies = 3;
+        metrics.update(&first);
+        metrics.retire_all();
+        let mut second = report(Vec::new());
+        second.health.ring_full = 2;
+        second.health.unattributed_copies = 1;
+        metrics.update(&second);
+        assert_eq!(metrics.counters[LOST].with_label_values(&["ring"]).get(), 7);
+        assert_eq!(metrics.counters[UNATTRIBUTED].with_label_values::<&str>(&[]).get(), 4);
+    }
+
+    #[test]
+    fn names_past_the_limit_share_one_series() {
+        let mut metrics = Metrics::new(false, Reports::Forgetting).unwrap();
+        let many: Vec<Process> = (0..MAX_COMMS as u32 + 50)
+            .map(|pid| Process { comm: format!("p{pid}"), ..process(pid, 4096, true) })
+            .collect();
+        metrics.update(&report(many));
+        let text = metrics.encode().unwrap();
+        let series = text.lines().filter(|l| l.starts_with("snapshot_cow_copied_bytes_total{")).count();
+        assert_eq!(series, MAX_COMMS + 1, "{text}");
+        let other = metrics.counters[BYTES].with_label_values(&[OTHER_COMM, "4096"]).get();
+        assert_eq!(other, 50 * 4096);
     }
 }

@@ -77,9 +77,14 @@ fn sudo_identity(uid: Option<std::ffi::OsString>, gid: Option<std::ffi::OsString
 pub fn drop_capabilities(keep: &[Capability]) -> Result<()> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     // The bounding set first: shrinking it needs CAP_SETPCAP, about to go.
-    for cap in caps::read(None, CapSet::Bounding).context("reading the capability bounding set")? {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("dropping {cap} from the bounding set"))?;
+    // Without it (granted only CAP_BPF and CAP_PERFMON) no_new_privs below
+    // is what keeps an exec from gaining capabilities.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).context("reading capabilities")? {
+        for cap in caps::read(None, CapSet::Bounding).context("reading the capability bounding set")? {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .with_context(|| format!("dropping {cap} from the bounding set"))?;
+            }
         }
     }
     caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
@@ -204,6 +209,29 @@ mod tests {
         assert_eq!(field("CapBnd:"), kill, "{out}");
         assert_eq!((field("CapInh:"), field("CapAmb:")), ("0".repeat(16), "0".repeat(16)), "{out}");
         assert_eq!(field("NoNewPrivs:"), "1", "{out}");
+    }
+
+    #[test]
+    fn without_cap_setpcap_the_rest_still_goes() {
+        if !needs_root("without_cap_setpcap_the_rest_still_goes") {
+            return;
+        }
+        let out = in_own_process("privilege::tests::drop_without_setpcap_here", &[]);
+        let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_string();
+        let kill = format!("{:016x}", 1u64 << 5);
+        assert_eq!((field("CapEff:"), field("CapPrm:")), (kill.clone(), kill), "{out}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{out}");
+    }
+
+    #[test]
+    #[ignore = "run by without_cap_setpcap_the_rest_still_goes in a process of its own"]
+    fn drop_without_setpcap_here() {
+        assert!(std::env::var_os("SNAPSHOT_TEST_CHILD").is_some(), "only in a process of its own");
+        // As when granted only some capabilities (setcap, or a unit's CapabilityBoundingSet).
+        caps::drop(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap();
+        caps::drop(None, CapSet::Permitted, Capability::CAP_SETPCAP).unwrap();
+        drop_capabilities(&[Capability::CAP_KILL]).unwrap();
+        print!("{}", std::fs::read_to_string("/proc/thread-self/status").unwrap());
     }
 
     #[test]

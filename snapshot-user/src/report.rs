@@ -84,7 +84,44 @@ pub struct Report {
     pub stacks: Option<crate::stacks::StacksReport>,
 }
 
+impl Process {
+    /// A process named w that copied `bytes` in 4 KiB pages, for unit tests.
+    #[cfg(test)]
+    pub fn copying(pid: u32, bytes: u64, exited: bool) -> Process {
+        Process {
+            pid,
+            ppid: 1,
+            comm: "w".into(),
+            cow_copies: bytes / 4096,
+            cow_bytes: bytes,
+            file_copies: 0,
+            wp_reuse: 0,
+            wp_faults: 0,
+            zero_fills: 0,
+            faults: 0,
+            vma_misses: 0,
+            copies_by_size: [(4096, bytes / 4096)].into(),
+            exited,
+        }
+    }
+}
+
 impl Report {
+    /// A report of these processes only, for unit tests.
+    #[cfg(test)]
+    pub fn of(duration_s: f64, processes: Vec<Process>) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            duration_s,
+            tracing_path: None,
+            tracing_path_text: String::new(),
+            processes,
+            forks: Vec::new(),
+            health: Health::default(),
+            stacks: None,
+        }
+    }
+
     pub fn total_cow_bytes(&self) -> u64 {
         self.processes.iter().map(|p| p.cow_bytes).sum()
     }

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     exporter::Source,
+    loader::{comm_bytes, comm_string},
     report::{Process, Report, escape, human},
 };
 
@@ -107,7 +108,18 @@ struct Filter {
     pid: Option<u32>,
 }
 
+impl Filter {
+    /// A name as the kernel keeps it (its first 15 bytes), as `trace --comm`
+    /// matches it: a longer one would otherwise match nothing.
+    fn new(args: &TopArgs) -> Result<Filter> {
+        let comm = args.comm.as_deref().map(|name| Ok::<_, anyhow::Error>(comm_string(&comm_bytes(name)?))).transpose()?;
+        Ok(Filter { comm, pid: args.pid })
+    }
+}
+
 pub fn run(args: TopArgs) -> Result<ExitCode> {
+    // A bad --comm is told before the programs load.
+    Filter::new(&args)?;
     let source = Source::open()?;
     // The keys are read from stdin: both ends on the terminal.
     if !args.once && std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
@@ -118,13 +130,13 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
 
 /// Plain text: one screen (--once) or one every second until Ctrl-C.
 fn plain(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
-    let filter = Filter { comm: args.comm.clone(), pid: args.pid };
+    let filter = Filter::new(args)?;
     let interval = Duration::from_secs(1);
     let mut before = source.read()?;
     loop {
         std::thread::sleep(interval);
         let after = source.read()?;
-        let mut rows = rows(&filter, &before, &after, interval.as_secs_f64());
+        let mut rows = rows(&filter, &before, &after);
         sort(&mut rows, args.sort);
         rows.truncate(args.rows);
         let mut out = std::io::stdout().lock();
@@ -138,7 +150,11 @@ fn plain(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
 }
 
 /// The processes that copied, reused or shared in the interval between two reads.
-fn rows(filter: &Filter, before: &Report, after: &Report, secs: f64) -> Vec<Row> {
+fn rows(filter: &Filter, before: &Report, after: &Report) -> Vec<Row> {
+    // The time between the reads, not the nominal second: reading and
+    // printing take time too.
+    let secs = after.duration_s - before.duration_s;
+    let secs = if secs > 0.0 { secs } else { 1.0 };
     let earlier: HashMap<u32, &Process> = before.processes.iter().map(|p| (p.pid, p)).collect();
     let now_ns = crate::run::sample::monotonic_ns();
     after
@@ -216,5 +232,30 @@ mod tests {
         assert_eq!(SortKey::Pid.step(-1), SortKey::Reuse);
         let columns: Vec<usize> = SortKey::ALL.iter().map(|k| k.column()).collect();
         assert!(columns.windows(2).all(|w| w[0] < w[1]), "{columns:?}");
+    }
+
+    fn at(duration_s: f64, cow_bytes: u64) -> Report {
+        let process = Process::copying(7, cow_bytes, false);
+        Report::of(duration_s, vec![process])
+    }
+
+    #[test]
+    fn rates_are_per_second_of_the_time_between_the_reads() {
+        let filter = Filter { comm: None, pid: None };
+        let shown = rows(&filter, &at(1.0, 4096), &at(3.0, 4096 + 8 * 4096));
+        assert_eq!(shown.len(), 1);
+        assert_eq!((shown[0].copies_s, shown[0].bytes_s), (4.0, 4.0 * 4096.0));
+    }
+
+    #[test]
+    fn a_long_name_matches_as_the_kernel_keeps_it() {
+        let args = TopArgs { once: true, comm: Some("w".repeat(20)), pid: None, sort: SortKey::Bytes, rows: 20 };
+        let filter = Filter::new(&args).unwrap();
+        let mut before = at(1.0, 0);
+        let mut after = at(2.0, 4096);
+        for report in [&mut before, &mut after] {
+            report.processes[0].comm = "w".repeat(15);
+        }
+        assert_eq!(rows(&filter, &before, &after).len(), 1);
     }
 }

@@ -50,7 +50,7 @@ pub fn run(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, stop.clone()).context("installing the signal handler")?;
     }
-    let filter = Filter { comm: args.comm.clone(), pid: args.pid };
+    let filter = Filter::new(args)?;
     let mut key = args.sort;
     let mut shown: Vec<Row> = Vec::new();
     let mut before = source.read()?;
@@ -63,7 +63,7 @@ pub fn run(mut source: Source, args: &TopArgs) -> Result<ExitCode> {
             Input::Sort(new) => key = new,
             Input::Tick => {
                 let after = source.read()?;
-                shown = rows(&filter, &before, &after, INTERVAL.as_secs_f64());
+                shown = rows(&filter, &before, &after);
                 before = after;
                 next += INTERVAL;
             }
