@@ -256,12 +256,17 @@ fn sigkill_of_any_tracing_command_leaves_no_program_attached() {
     }
 }
 
+/// How long a command that must fail at once may run (coreutils timeout).
+const WATCHDOG: &str = "120";
+
 /// Runs `snapshot ARGS` in a private mount namespace after `setup` (shell
 /// commands run there first, as root): what is mounted there stays there.
 fn in_mount_namespace(setup: &str, args: &[&str]) -> std::process::Output {
     let script = format!("{setup} && exec \"$0\" \"$@\"");
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script, SNAPSHOT])
+    // A command that should refuse to start but ran (a regression) would
+    // trace, with the kernel lock held, for good: killed after WATCHDOG.
+    Command::new("timeout")
+        .args(["--signal=KILL", WATCHDOG, "unshare", "--mount", "--propagation", "private", "sh", "-c", &script, SNAPSHOT])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -346,7 +351,12 @@ fn unprivileged_each_tracing_command_fails_with_one_line() {
         &["trace", "--pid", "1", "--duration", "1"],
     ];
     for args in commands {
-        let out = Command::new("runuser").args(["-u", "nobody", "--", SNAPSHOT]).args(args).stdin(Stdio::null()).output().expect("runuser");
+        let out = Command::new("timeout")
+            .args(["--signal=KILL", WATCHDOG, "runuser", "-u", "nobody", "--", SNAPSHOT])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser");
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded as nobody");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
