@@ -59,7 +59,7 @@ def redis(work, m):
         for r in range(h.ROUNDS):
             trace_path = os.path.join(work, "trace.json")
             t = h.start_tracer("snapshot-pid", work, pid=server.p.pid)
-            load = subprocess.Popen(["redis-benchmark", "-p", str(server.port), "-t", "set", "-r", str(KEYS), "-d", "512",
+            load = h.spawn(["redis-benchmark", "-p", str(server.port), "-t", "set", "-r", str(KEYS), "-d", "512",
                                      "-n", str(SETS), "-c", "5", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             server.cli("BGSAVE")
             server.wait_save()

@@ -38,7 +38,7 @@ def rewrite(work, m):
 
 def dd(work, m):
     conds = ["none", "snapshot-pid", "bpftrace-wp"]
-    idle = subprocess.Popen(["sleep", "100000"])
+    idle = h.spawn(["sleep", "100000"])
     try:
         for r in range(h.ROUNDS):
             for cond in h.rotated(conds, r):

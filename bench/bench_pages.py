@@ -39,11 +39,16 @@ def body():
                 h.log(f"pages round {r + 1} {kind} ({setting.get('pages_observed')}): {len(snaps)} snapshots")
     finally:
         subprocess.run(["rm", "-rf", work])
-    hp_after = open("/proc/sys/vm/nr_hugepages").read().strip()
+        # `snapshot run` gives its huge pages back; if it died without doing so
+        # (killed, failed), they are given back here, and the run fails below.
+        hp_after = open("/proc/sys/vm/nr_hugepages").read().strip()
+        if hp_after != hp_before:
+            with open("/proc/sys/vm/nr_hugepages", "w") as f:
+                f.write(hp_before)
     if hp_after != hp_before:
-        raise RuntimeError(f"nr_hugepages was {hp_before}, is {hp_after} after the run")
+        raise RuntimeError(f"nr_hugepages was {hp_before}, was {hp_after} after the run (set back to {hp_before})")
     thp = open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip()
-    h.emit("pages", METHOD.format(keys=KEYS, d=DURATION),
+    h.emit("pages", METHOD.format(keys=KEYS, d=DURATION, every=h.pick("0.5", "1")),
            [f"snapshot run --no-tui --json F --pages 4k,thp,hugetlb (order rotating) --keys {KEYS} "
             f"--duration {DURATION} --every {h.pick('0.5', '1')} --warmup {h.pick('0.5', '1')}"],
            list(m.values()), [f"THP mode {thp}; nr_hugepages {hp_before} before and after"])
@@ -51,8 +56,8 @@ def body():
 
 METHOD = """`snapshot run` starts the store with its dataset on each page size in turn (4 KiB pages with THP
 disabled for the dataset, THP by madvise on 2 MiB-aligned chunks, hugetlbfs 2 MiB pages reserved for the run and
-given back), loads {keys} keys of 512 B, writes at 10 000 SET/s uniform for {d} s, and BGSAVEs 1 s after the last
-ended; each row is one snapshot, as the tracer and INFO measured it. Page sizes run one after the other within a
+given back), loads {keys} keys of 512 B, writes at 10 000 SET/s uniform for {d} s, and BGSAVEs {every} s after the
+last ended; each row is one snapshot, as the tracer and INFO measured it. Page sizes run one after the other within a
 round; the order rotates each round."""
 
 if __name__ == "__main__":

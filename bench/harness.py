@@ -8,7 +8,7 @@ xtask computes medians, ranges, ratios and the issues' targets from the samples;
 no summary of its own. Environment from xtask: BENCH_QUICK (1: tiny sizes, one round),
 BENCH_ROUNDS, SNAP (the snapshot binary).
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import ctypes, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from storebench import Conn
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -57,6 +57,26 @@ def metric(id, title, unit, better, baseline, conds):
             "samples": {c: [] for c in conds}}
 
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent():
+    # Runs in the child before exec: killed when this body dies, even by SIGKILL,
+    # so no tracer or server outlives the run with parent 1.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# Tracers running now; main() stops any a body left behind (an exception
+# between start_tracer and stop, SIGTERM, Ctrl-C).
+_running = []
+
+
+def spawn(argv, **kw):
+    """Popen of a background process that dies with this body."""
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent, **kw)
+
+
 class Tracer:
     """A tracer started in the background; usable once it has attached."""
 
@@ -64,7 +84,8 @@ class Tracer:
         self.out = open(os.path.join(workdir, "tracer.out"), "w+")
         self.err = open(os.path.join(workdir, "tracer.err"), "w+")
         t0 = time.monotonic()
-        self.p = subprocess.Popen(argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
+        self.p = spawn(argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
+        _running.append(self)
         while True:
             for f in (self.out, self.err):
                 f.seek(0)
@@ -73,6 +94,7 @@ class Tracer:
                     return
             if self.p.poll() is not None:
                 self.err.seek(0)
+                self.stop()
                 raise RuntimeError(f"{argv[0]} exited before attaching: {self.err.read()[-2000:]}")
             if time.monotonic() - t0 > 180:
                 self.stop()
@@ -80,6 +102,8 @@ class Tracer:
             time.sleep(0.05)
 
     def stop(self):
+        if self in _running:
+            _running.remove(self)
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
@@ -146,7 +170,7 @@ class Server:
         self.argv = argv
         self.conn = None
         self.log = open(os.path.join(self.dir, "log"), "w")
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.p = spawn(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
         for _ in range(400):
             if self.p.poll() is not None:
                 raise RuntimeError(f"{kind} exited at start: see {self.dir}/log")
@@ -197,9 +221,16 @@ def redis_benchmark(port, *args):
 def main(body):
     """Runs body() with cleanup on every exit path; its result is printed as JSON."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     try:
         body()
     finally:
+        # A second signal must not cut this short: the tracers are stopped first.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for t in list(_running):
+            log(f"stopping a tracer left running: pid {t.p.pid}")
+            t.stop()
         cleanup_tracefs()
 
 

@@ -27,7 +27,7 @@ command -v bpftool >/dev/null || { echo "soak.sh: needs bpftool" >&2; exit 2; }
 command -v jq >/dev/null || { echo "soak.sh: needs jq" >&2; exit 2; }
 
 work=$(mktemp -d)
-: >"$work/prog_ids"; : >"$work/map_ids"
+: >"$work/prog_ids"; : >"$work/map_ids"; : >"$work/store_pids"
 run_pid=
 cleanup() {
     if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then kill -INT "$run_pid"; wait "$run_pid" || true; fi
@@ -73,6 +73,7 @@ while kill -0 "$run_pid" 2>/dev/null; do
     if [ -n "$store" ]; then
         children=$({ pgrep -P "$store" || true; } | wc -l)
         store_rss=$(kb "$store" VmRSS); store_fds=$(fds "$store")
+        echo "$store" >>"$work/store_pids"
     else
         children=0; store_rss=0; store_fds=0
     fi
@@ -92,7 +93,14 @@ run_pid=
 echo "soak: snapshot run exited with status $status after $(($(date +%s) - start)) s" | tee "$OUT.log" >&2
 {
     echo "--- after the run"
-    echo "processes of the run left: $({ pgrep -P "$run_pid_done" || true; } | wc -l)"
+    # Its children were re-parented when it exited (pgrep -P of it finds none
+    # whatever is left): the stores it was seen with are looked up by pid.
+    left=0
+    for pid in $(sort -un "$work/store_pids"); do
+        state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null || true)
+        [ -n "$state" ] && [ "$state" != Z ] && left=$((left + 1))
+    done
+    echo "stores of the run still running: $left of $(sort -un "$work/store_pids" | wc -l) (run pid $run_pid_done)"
     # Every id the run held, looked up again: none may still exist.
     left=0
     for id in $(sort -un "$work/prog_ids"); do bpftool prog show id "$id" >/dev/null 2>&1 && left=$((left + 1)); done

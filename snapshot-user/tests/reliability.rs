@@ -268,12 +268,17 @@ fn sigkill_of_any_tracing_command_leaves_no_program_attached() {
     }
 }
 
+/// How long a command that must fail at once may run (coreutils timeout).
+const WATCHDOG: &str = "120";
+
 /// Runs `snapshot ARGS` in a private mount namespace after `setup` (shell
 /// commands run there first, as root): what is mounted there stays there.
 fn in_mount_namespace(setup: &str, args: &[&str]) -> std::process::Output {
     let script = format!("{setup} && exec \"$0\" \"$@\"");
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script, SNAPSHOT])
+    // A command that should refuse to start but ran (a regression) would
+    // trace, with the kernel lock held, for good: killed after WATCHDOG.
+    Command::new("timeout")
+        .args(["--signal=KILL", WATCHDOG, "unshare", "--mount", "--propagation", "private", "sh", "-c", &script, SNAPSHOT])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -358,10 +363,52 @@ fn unprivileged_each_tracing_command_fails_with_one_line() {
         &["trace", "--pid", "1", "--duration", "1"],
     ];
     for args in commands {
-        let out = Command::new("runuser").args(["-u", "nobody", "--", SNAPSHOT]).args(args).stdin(Stdio::null()).output().expect("runuser");
+        let out = Command::new("timeout")
+            .args(["--signal=KILL", WATCHDOG, "runuser", "-u", "nobody", "--", SNAPSHOT])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser");
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded as nobody");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.contains("CAP_BPF") && err.contains("CAP_PERFMON") && !err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+/// The tests' own tracer starter: a tracer that does not start as expected
+/// is ended, and one whose test thread is gone (a test that panicked before
+/// stopping it) is killed. A stand-in prints the lines a tracer would.
+#[test]
+fn the_tests_never_leave_a_tracer_running() {
+    let dir = temp_dir();
+    let pid_file = path(&dir, "pid");
+    let script = format!("echo $$ > '{}'; echo 'warning: something' >&2; exec sleep 1000", pid_file.display());
+    let bad = std::panic::catch_unwind(|| start_tracer_with(Command::new("sh").args(["-c", &script]).stdout(Stdio::null())));
+    assert!(bad.is_err(), "a first line other than 'snapshot: tracing' is refused");
+    let refused: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let started = std::thread::spawn(|| {
+        let mut tracer = start_tracer_with(Command::new("sh").args(["-c", "echo 'snapshot: tracing' >&2; exec sleep 1000"]).stdout(Stdio::null()));
+        let pid = tracer.id();
+        drop(tracer.stderr.take());
+        // As a panicking test would: the Child dropped, never killed nor waited.
+        drop(tracer);
+        pid
+    })
+    .join()
+    .unwrap();
+    // Gone, or a zombie of this process (a dropped Child is never reaped).
+    let gone = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+    for _ in 0..100 {
+        if gone(refused) && gone(started) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<u32> = [refused, started].into_iter().filter(|&p| !gone(p)).collect();
+    for &pid in &left {
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "left running: {left:?}");
 }

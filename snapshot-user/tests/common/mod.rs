@@ -173,11 +173,27 @@ pub fn start_tracer(args: &[&str]) -> std::process::Child {
 
 /// Starts a prepared `snapshot trace` and returns once it is tracing (its
 /// programs attached, its capabilities dropped, the command started).
+/// The tracer is killed when the thread that started it ends (a test that
+/// panics before stopping it, or a test binary killed outright): a tracer
+/// left running traces the machine, with the test's locks, for good.
 pub fn start_tracer_with(command: &mut Command) -> std::process::Child {
-    use std::io::BufRead as _;
+    use std::{io::BufRead as _, os::unix::process::CommandExt as _};
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut tracer = command.stderr(std::process::Stdio::piped()).spawn().expect("snapshot trace");
     let mut line = String::new();
-    std::io::BufReader::new(tracer.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("snapshot: tracing"), "unexpected first line: {line}");
+    let read = std::io::BufReader::new(tracer.stderr.as_mut().unwrap()).read_line(&mut line);
+    if !matches!(read, Ok(n) if n > 0) || !line.contains("snapshot: tracing") {
+        let _ = tracer.kill();
+        let _ = tracer.wait();
+        panic!("unexpected first line: {line:?} ({read:?})");
+    }
     tracer
 }

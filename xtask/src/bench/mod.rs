@@ -3,6 +3,7 @@
 //! those samples alone writes bench/results/NAME.{json,svg} and NAME's block of
 //! BENCHMARKS.md: medians, ranges, ratios and the issues' targets.
 use std::{
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     time::Instant,
@@ -128,7 +129,14 @@ fn run_one(root: &Path, snap: &Path, machine: &machine::Machine, name: &str, opt
     let load_before = machine::load_average();
     let started = utc_now();
     let t0 = Instant::now();
-    let output = Command::new("python3")
+    let mut python = Command::new("python3");
+    // xtask killed (a CI timeout, a closed terminal): the body gets SIGTERM
+    // and stops its tracers, instead of running on with parent 1.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        python.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from));
+    }
+    let output = python
         .arg(&script)
         .current_dir(root.join("bench"))
         .env("SNAP", snap)
@@ -148,7 +156,7 @@ fn run_one(root: &Path, snap: &Path, machine: &machine::Machine, name: &str, opt
         bail!("{} printed the result of {:?}", script.display(), result.name);
     }
     let summaries = result.metrics.iter().map(|m| (m.id.clone(), stats::summarize(m))).collect();
-    let verdicts = targets::judge(name, &result.metrics);
+    let verdicts = judged(name, &result.metrics, opts.quick, rounds);
     let mut command = format!("cargo xtask bench {name}");
     if opts.quick {
         command.push_str(" --quick");
@@ -170,6 +178,23 @@ fn run_one(root: &Path, snap: &Path, machine: &machine::Machine, name: &str, opt
         summaries,
         verdicts,
     })
+}
+
+/// The targets' verdicts; a quick run, or one of fewer than 5 rounds, shows
+/// what it measured but judges nothing (tiny sizes say nothing of speed).
+fn judged(name: &str, metrics: &[stats::Metric], quick: bool, rounds: u32) -> Vec<targets::Verdict> {
+    let mut verdicts = targets::judge(name, metrics);
+    let why = if quick {
+        "not judged (quick run)"
+    } else if rounds < 5 {
+        "not judged (fewer than 5 rounds)"
+    } else {
+        return verdicts;
+    };
+    for v in verdicts.iter_mut().filter(|v| v.verdict != "not measured") {
+        v.verdict = why;
+    }
+    verdicts
 }
 
 fn write(out: &Path, o: &Outcome) -> Result<()> {
@@ -270,6 +295,17 @@ mod tests {
         assert!(verify(dir.path(), &["store".to_string()]).is_err(), "a cut chart");
         std::fs::remove_file(&svg).unwrap();
         assert!(verify(dir.path(), &["store".to_string()]).is_err());
+    }
+
+    #[test]
+    fn a_quick_or_short_run_judges_no_target() {
+        let o = outcome("store");
+        assert_eq!(judged("store", &o.result.metrics, false, 5)[0].verdict, "met");
+        for (quick, rounds) in [(true, 1), (true, 5), (false, 3)] {
+            let v = judged("store", &o.result.metrics, quick, rounds);
+            assert!(v.iter().all(|v| v.verdict.starts_with("not ")), "{quick} {rounds}: {v:?}");
+            assert_eq!(v[0].measured, "1.182×", "the measured figure is still shown");
+        }
     }
 
     #[test]

@@ -1,0 +1,75 @@
+//! The benchmark bodies' harness (bench/harness.py) never leaves a tracer
+//! behind: a body that fails between starting a tracer and stopping it, or
+//! that is killed outright, takes its tracers with it. The "tracer" here is
+//! a real process that prints the ready line and sleeps, as a tracer waits.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+const BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench");
+
+/// Starts a body that starts a tracer, prints its pid, then does `then`.
+fn body(then: &str) -> (std::process::Child, u32) {
+    let script = format!(
+        "import sys, tempfile\nsys.path.insert(0, {BENCH:?})\nimport harness as h, time\n\
+         def body():\n    t = h.Tracer(['sh', '-c', 'echo ready >&2; exec sleep 1000'], 'ready', tempfile.mkdtemp())\n    \
+         print(t.p.pid, flush=True)\n    {then}\nh.main(body)\n"
+    );
+    let mut py = Command::new("python3").args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("python3");
+    let mut line = String::new();
+    BufReader::new(py.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let pid = line.trim().parse().unwrap_or_else(|_| panic!("no tracer pid: {line:?}"));
+    (py, pid)
+}
+
+/// Gone, or a zombie waiting for its new parent.
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+fn end(pid: u32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+}
+
+/// Polls until `pid` is gone (death signals are delivered asynchronously).
+fn wait_gone(pid: u32) -> bool {
+    for _ in 0..100 {
+        if gone(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_body_that_fails_with_a_tracer_running_stops_it() {
+    let (py, tracer) = body("raise RuntimeError('the workload failed')");
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer);
+    assert!(!out.status.success());
+    assert!(!left, "tracer {tracer} outlived the failed body: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_body_killed_outright_takes_its_tracer_with_it() {
+    let (mut py, tracer) = body("time.sleep(1000)");
+    py.kill().unwrap();
+    py.wait().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer);
+    assert!(!left, "tracer {tracer} outlived the SIGKILLed body");
+}
+
+#[test]
+fn a_body_sent_sigterm_stops_its_tracer() {
+    let (py, tracer) = body("time.sleep(1000)");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(py.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer);
+    assert_eq!(out.status.code(), Some(143));
+    assert!(!left, "tracer {tracer} outlived the SIGTERMed body");
+}
