@@ -360,6 +360,14 @@ fn methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork() {
         assert!(u(s, "copied_bytes") <= 64 << 10, "forkless: the kernel copied {s}");
         assert!(s["copied_before_write_bytes"].is_u64(), "{s}");
     }
+    // The table's rows are its method's snapshots: counted, summed, medians.
+    for (r, ss) in rows.iter().zip(&per_method) {
+        assert_eq!(u(r, "snapshots"), ss.len() as u64, "{r}");
+        assert_eq!(u(r, "copied_bytes"), ss.iter().map(|s| u(s, "copied_bytes")).sum::<u64>(), "{r}");
+        assert_eq!(u(r, "copied_bytes_per_snapshot"), of(ss, "copied_bytes"), "{r}");
+        assert_eq!(u(r, "stall_us"), of(ss, "fork_usec"), "{r}");
+        assert_eq!(u(r, "extra_memory_bytes"), of(ss, "extra_memory_peak_bytes"), "{r}");
+    }
 }
 
 #[test]
