@@ -215,6 +215,9 @@ pub enum Memory {
     File,
     /// Private anonymous memory with MADV_HUGEPAGE (transparent huge pages).
     Thp,
+    /// As `thp`, in a process that also maps one hugetlb page (never written
+    /// after the fork): its THP splits flush like hugetlb copies.
+    ThpHugetlb,
     /// MAP_HUGETLB pages (needs /proc/sys/vm/nr_hugepages > 0).
     Hugetlb,
 }

@@ -124,6 +124,10 @@ impl Region {
                 Memory::Hugetlb => mmap_anonymous(None, len, rw, MapFlags::MAP_PRIVATE | MapFlags::MAP_HUGETLB)
                     .context("no free hugetlb pages: reserve some with `echo N > /proc/sys/vm/nr_hugepages`")?,
                 Memory::Thp => thp_region(len.get())?,
+                Memory::ThpHugetlb => {
+                    hugetlb_page()?;
+                    thp_region(len.get())?
+                }
                 Memory::File => {
                     let f = filled_file(len.get())?;
                     let p = mmap(None, len, rw, MapFlags::MAP_PRIVATE, &f, 0)?;
@@ -212,6 +216,20 @@ impl Region {
 }
 
 /// A 2 MiB-aligned private region with MADV_HUGEPAGE.
+/// One hugetlb page, written so the process maps it (`mm->hugetlb_usage`);
+/// left mapped until the process exits.
+unsafe fn hugetlb_page() -> Result<()> {
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    let len = std::num::NonZeroUsize::new(HUGE).context("size")?;
+    // SAFETY: a fresh mapping nothing else refers to.
+    unsafe {
+        let p = mmap_anonymous(None, len, rw, MapFlags::MAP_PRIVATE | MapFlags::MAP_HUGETLB)
+            .context("no free hugetlb page: reserve one with `echo N > /proc/sys/vm/nr_hugepages`")?;
+        p.cast::<u8>().write_volatile(1);
+    }
+    Ok(())
+}
+
 unsafe fn thp_region(len: usize) -> Result<NonNull<std::ffi::c_void>> {
     let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     let padded = std::num::NonZeroUsize::new(len + HUGE).context("size")?;

@@ -360,6 +360,14 @@ fn methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork() {
         assert!(u(s, "copied_bytes") <= 64 << 10, "forkless: the kernel copied {s}");
         assert!(s["copied_before_write_bytes"].is_u64(), "{s}");
     }
+    // The table's rows are its method's snapshots: counted, summed, medians.
+    for (r, ss) in rows.iter().zip(&per_method) {
+        assert_eq!(u(r, "snapshots"), ss.len() as u64, "{r}");
+        assert_eq!(u(r, "copied_bytes"), ss.iter().map(|s| u(s, "copied_bytes")).sum::<u64>(), "{r}");
+        assert_eq!(u(r, "copied_bytes_per_snapshot"), of(ss, "copied_bytes"), "{r}");
+        assert_eq!(u(r, "stall_us"), of(ss, "fork_usec"), "{r}");
+        assert_eq!(u(r, "extra_memory_bytes"), of(ss, "extra_memory_peak_bytes"), "{r}");
+    }
 }
 
 #[test]
@@ -545,4 +553,37 @@ fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
     // Stopped before the load finished: the error names it, and no live report was shown.
     assert!(screen.contains("stopped while loading the dataset"), "{screen}");
     assert!(!screen.contains("EXITED 0"), "{screen}");
+}
+
+/// Ctrl-C as the last method starts: the comparison keeps the methods that
+/// ran, and has no row of zeros (no copies, no stall) for the one stopped
+/// before any snapshot ended.
+#[test]
+fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
+    if !privileged("ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    // --warmup 2: the last method's first snapshot starts 2 s after its setting line.
+    let mut run = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "2", "--duration", "4"])
+        .args(["--method", "fork,redirect", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = |text: &str| text.matches("\"type\":\"setting\"").count() == 2;
+    while !std::fs::read_to_string(&json).is_ok_and(|t| started(&t)) {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended before its second method");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert!(run.wait().unwrap().success());
+    let all = lines(&json);
+    assert!(of_type(&all, "snapshot").iter().all(|s| s["method"] == "fork"), "redirect snapshotted: {all:?}");
+    // One row left: no comparison, as for a single method.
+    assert!(of_type(&all, "comparison").is_empty(), "{:?}", of_type(&all, "comparison"));
 }

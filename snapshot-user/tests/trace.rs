@@ -172,6 +172,25 @@ fn thp_region_is_split_and_copied_in_base_pages() {
     check_bytes(&run);
 }
 
+/// A process that maps a hugetlb page: each THP split flushes inside the
+/// write fault like a hugetlb copy, then copies 4 KiB, which takes it back.
+#[test]
+fn thp_split_beside_a_hugetlb_page_is_no_hugetlb_copy() {
+    if !privileged("thp_split_beside_a_hugetlb_page_is_no_hugetlb_copy") {
+        return;
+    }
+    let _lock = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _restore = thp_for_madvise();
+    // The hugetlb page is never written after the fork: one is enough.
+    let _pages = reserve_hugepages(1);
+    let run = trace_workload(&["--memory", "thp-hugetlb", "--pages", "4096"]);
+    assert!(run.truth["thp_bytes"].as_u64().unwrap() > 0, "region not THP-backed: {}", run.truth);
+    let parent = run.process(run.truth["pid"].as_u64().unwrap());
+    assert_eq!(parent["copies_by_size"]["2097152"].as_u64().unwrap_or(0), 0, "{parent:#}");
+    check_parent_writes(&run);
+    check_bytes(&run);
+}
+
 #[test]
 fn hugetlb_pages_are_copied_whole() {
     if !privileged("hugetlb_pages_are_copied_whole") {

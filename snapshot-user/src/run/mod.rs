@@ -60,10 +60,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
             let observed = setting.pages_observed.clone().unwrap_or_default();
             let pages = mode.map_or("server's", PagesMode::name);
-            rows.push(compare::row(pages, &observed, method, &end, &summaries));
-            last = summaries;
+            let stopped = stop.load(Ordering::Relaxed);
+            // Stopped before its first snapshot ended, a workload has nothing to
+            // compare: its zeros would read as no copies and no stall.
+            if !(stopped && summaries.is_empty()) {
+                rows.push(compare::row(pages, &observed, method, &end, &summaries));
+                last = summaries;
+            }
             // Stopped: the page sizes and methods not run yet are not started.
-            if stop.load(Ordering::Relaxed) {
+            if stopped {
                 break 'modes;
             }
         }

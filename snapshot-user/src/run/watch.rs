@@ -34,6 +34,10 @@ pub struct Span {
 /// Pss of the server plus its child: before the current (or last) snapshot and its peak.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
+    /// The latest reading while no snapshot ran.
+    pub idle: u64,
+    /// `idle` when the current (or last) snapshot started. Kept apart from
+    /// `idle`: the reading after a save ends must not become its "before".
     pub before: u64,
     pub peak: u64,
 }
@@ -42,6 +46,18 @@ impl Memory {
     /// Memory the snapshot added on top of the server's before it.
     pub fn extra(&self) -> u64 {
         self.peak.saturating_sub(self.before)
+    }
+
+    /// One reading of server + children; `started`: the first of a snapshot.
+    pub fn record(&mut self, total: u64, busy: bool, started: bool) {
+        if started {
+            self.before = self.idle;
+            self.peak = total;
+        } else if busy {
+            self.peak = self.peak.max(total);
+        } else {
+            self.idle = total;
+        }
     }
 }
 
@@ -89,14 +105,7 @@ fn save_in_progress(conn: &mut Conn) -> Result<bool> {
 fn record_memory(pid: u32, busy: bool, started: bool, shared: &Shared) {
     let mut total = pss(pid).unwrap_or(0);
     total += children(pid).into_iter().filter_map(pss).sum::<u64>();
-    let mut memory = shared.memory.lock().unwrap_or_else(|e| e.into_inner());
-    if started {
-        memory.peak = total;
-    } else if busy {
-        memory.peak = memory.peak.max(total);
-    } else {
-        memory.before = total;
-    }
+    shared.memory.lock().unwrap_or_else(|e| e.into_inner()).record(total, busy, started);
 }
 
 /// Proportional set size: shared pages divided among their sharers, so the
@@ -116,4 +125,22 @@ pub fn children(pid: u32) -> Vec<u32> {
         .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
         .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_memory_is_above_the_reading_before_the_save_not_after() {
+        let mut m = Memory::default();
+        m.record(100, false, false);
+        m.record(130, true, true);
+        m.record(180, true, false);
+        // The save ended; the allocator kept what the save used.
+        m.record(170, false, false);
+        assert_eq!(m.extra(), 80);
+        m.record(175, true, true);
+        assert_eq!(m.extra(), 5);
+    }
 }

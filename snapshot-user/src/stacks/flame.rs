@@ -62,4 +62,20 @@ mod tests {
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.contains("<svg") && svg.contains("write_page"), "{svg}");
     }
+
+    #[test]
+    fn names_others_control_stay_text_in_the_svg() {
+        let paths = vec![CodePath {
+            pid: 1,
+            comm: "<script>x\n".into(),
+            copies: 1,
+            bytes: 4096,
+            frames: vec!["f<T>&".into()],
+        }];
+        let mut svg = Vec::new();
+        write_svg(&folded(&paths), &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(!svg.contains("<script>x") && !svg.contains("f<T>"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;x") && svg.contains("f&lt;T&gt;&amp;"), "{svg}");
+    }
 }
