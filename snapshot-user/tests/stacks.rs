@@ -167,25 +167,10 @@ fn flame_graph_renders(svg: &Path, dir: &tempfile::TempDir) {
     for function in ["write_three", "write_one", "main"] {
         assert!(titles.iter().any(|t| t.starts_with(function)), "no frame {function} in {titles:?}");
     }
-    let shot = path(dir, "flame.png");
-    let profile = path(dir, "chromium-profile");
-    let out = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .args(["--window-size=1200,800", "--hide-scrollbars"])
-        .arg(format!("file://{}", svg.display()))
-        .output()
-        .expect("chromium not found: apt-get install chromium");
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.line_size / info.width as usize;
+    let (pixels, channels) = screenshot(svg, dir, "1200,800");
     // inferno's default palette: reds, oranges and yellows (red high, blue low).
-    let warm = buf[..info.buffer_size()].chunks(channels).filter(|p| p[0] > 180 && p[2] < 110).count();
-    assert!(warm > 5000, "flame graph not drawn: {warm} warm pixels in {}", shot.display());
+    let warm = pixels.chunks(channels).filter(|p| p[0] > 180 && p[2] < 110).count();
+    assert!(warm > 5000, "flame graph not drawn: {warm} warm pixels of {}", svg.display());
 }
 
 /// A forked Python worker that only reads a big object graph still copies:

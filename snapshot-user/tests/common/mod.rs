@@ -197,3 +197,25 @@ pub fn start_tracer_with(command: &mut Command) -> std::process::Child {
     }
     tracer
 }
+
+/// Renders `page` in headless Chromium at `size` ("W,H") and returns the
+/// screenshot's pixels and the bytes per pixel: proof it draws, not just parses.
+pub fn screenshot(page: &std::path::Path, dir: &tempfile::TempDir, size: &str) -> (Vec<u8>, usize) {
+    let shot = path(dir, "shot.png");
+    let profile = path(dir, "chromium-profile");
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .args([format!("--window-size={size}").as_str(), "--hide-scrollbars"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium not found: apt-get install chromium");
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (buf, info.line_size / info.width as usize)
+}
