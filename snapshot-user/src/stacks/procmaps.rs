@@ -15,6 +15,10 @@ pub struct Region {
     pub name: String,
     /// The file behind the mapping, for symbols.
     pub file: Option<PathBuf>,
+    /// The mapped file's device (major, minor) and inode: the path's owner
+    /// may have put another file there since.
+    pub dev: (i32, i32),
+    pub inode: u64,
 }
 
 /// Sorted regions of one address space.
@@ -39,7 +43,7 @@ impl Layout {
     }
 }
 
-fn region(map: procfs::process::MemoryMap) -> Region {
+pub(super) fn region(map: procfs::process::MemoryMap) -> Region {
     let (start, end) = map.address;
     let (name, file) = match map.pathname {
         MMapPath::Path(path) => (path.display().to_string(), Some(path)),
@@ -51,7 +55,7 @@ fn region(map: procfs::process::MemoryMap) -> Region {
         MMapPath::Other(other) => (format!("[{other}]"), None),
         other => (format!("{other:?}"), None),
     };
-    Region { start, end, offset: map.offset, name, file }
+    Region { start, end, offset: map.offset, name, file, dev: map.dev, inode: map.inode }
 }
 
 /// Layouts by tgid: read on first sight, read again when an address misses,

@@ -4,7 +4,9 @@ use std::{collections::HashMap, path::PathBuf};
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::{Elf, Source}};
 
-use super::procmaps::Layout;
+use std::os::fd::AsRawFd as _;
+
+use super::procmaps::{Layout, Region};
 
 pub struct Names {
     symbolizer: Symbolizer,
@@ -37,13 +39,16 @@ impl Names {
         if let Some(name) = self.cache.get(&key) {
             return name.clone();
         }
-        let name = self.lookup(file, offset).unwrap_or_else(|| format!("[{}+{offset:#x}]", base_name(file)));
+        let name = self.lookup(region, offset).unwrap_or_else(|| format!("[{}+{offset:#x}]", base_name(file)));
         self.cache.insert(key, name.clone());
         name
     }
 
-    fn lookup(&self, file: &PathBuf, offset: u64) -> Option<String> {
-        let source = Source::Elf(Elf::new(file));
+    fn lookup(&self, region: &Region, offset: u64) -> Option<String> {
+        // Read through an fd checked to be the mapped file, never the path
+        // itself: its owner could have made it a link, a FIFO or another file.
+        let file = mapped_file(region)?;
+        let source = Source::Elf(Elf::new(format!("/proc/self/fd/{}", file.as_raw_fd())));
         let found = self.symbolizer.symbolize(&source, Input::FileOffset(&[offset])).ok()?;
         match found.into_iter().next()? {
             Symbolized::Sym(sym) => Some(sym.name.into_owned()),
@@ -52,6 +57,47 @@ impl Names {
     }
 }
 
+/// Opens the region's path without following a link or blocking, and keeps
+/// it only if it is the regular file that was mapped (same device and inode).
+fn mapped_file(region: &Region) -> Option<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let path = region.file.as_ref()?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let dev = (libc::major(meta.dev()) as i32, libc::minor(meta.dev()) as i32);
+    (meta.is_file() && meta.ino() == region.inode && dev == region.dev).then_some(file)
+}
+
 fn base_name(file: &std::path::Path) -> String {
     file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This test binary's own code mapping, from /proc/self/maps.
+    fn own_code() -> Region {
+        let maps = procfs::process::Process::myself().unwrap().maps().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let map = maps.into_iter().find(|m| matches!(&m.pathname, procfs::process::MMapPath::Path(p) if *p == exe)).unwrap();
+        super::super::procmaps::region(map)
+    }
+
+    #[test]
+    fn only_the_mapped_file_itself_is_read() {
+        let code = own_code();
+        assert!(mapped_file(&code).is_some(), "{code:?}");
+        // Another file now at the path (another inode): not read.
+        assert!(mapped_file(&Region { inode: code.inode + 1, ..code.clone() }).is_none());
+        // A link at the path: not followed.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(code.file.as_ref().unwrap(), &link).unwrap();
+        assert!(mapped_file(&Region { file: Some(link), ..code }).is_none());
+    }
 }
