@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{SNAPSHOT, free_port, json, path, privileged, temp_dir};
+use common::{SNAPSHOT, free_port, json, named, path, privileged, temp_dir};
 
 /// Kills a server the test started, by its pid, when the test ends.
 struct Server(Child);
@@ -166,8 +166,7 @@ fn prometheus_scrapes_the_same_copied_bytes_as_the_json_report() {
     }
     let dir = temp_dir();
     // A name of its own: the exporter and the tracer are `snapshot` too.
-    let work = path(&dir, "cowwork");
-    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let work = named(&dir, "cowwork", SNAPSHOT);
     let (_exporter, metrics) = exporter();
     let (_prometheus, prom) = prometheus(&dir, &metrics);
     wait_ready(&prom);
@@ -378,8 +377,7 @@ fn trace_metrics_serve_the_copied_bytes_of_its_json_report() {
         return;
     }
     let dir = temp_dir();
-    let work = path(&dir, "cowtrm");
-    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let work = named(&dir, "cowtrm", SNAPSHOT);
     let report = path(&dir, "report.json");
     let mut trace = Server(
         Command::new(SNAPSHOT)

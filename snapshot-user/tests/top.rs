@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use common::{SNAPSHOT, path, privileged, temp_dir};
+use common::{SNAPSHOT, named, path, privileged, temp_dir};
 
 #[test]
 fn once_lists_the_workload_with_copies_per_second() {
@@ -18,8 +18,7 @@ fn once_lists_the_workload_with_copies_per_second() {
     }
     let dir = temp_dir();
     // A name of its own, so the filter picks the workload alone.
-    let work = path(&dir, "cowtop");
-    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let work = named(&dir, "cowtop", SNAPSHOT);
     let stop = Arc::new(AtomicBool::new(false));
     let looping = {
         let stop = stop.clone();
@@ -147,8 +146,7 @@ fn live_table_sorts_by_key_and_quits_on_q_restoring_the_terminal() {
         return;
     }
     let dir = temp_dir();
-    let work = path(&dir, "cowtopi");
-    std::fs::copy(SNAPSHOT, &work).expect("copying the binary");
+    let work = named(&dir, "cowtopi", SNAPSHOT);
     // The child writes while the parent waits: the parent (lowest pid) shows a
     // live fork and no copies, its children the copies. Pid order and copies
     // order differ, so the sort is seen.
@@ -161,7 +159,7 @@ fn live_table_sorts_by_key_and_quits_on_q_restoring_the_terminal() {
     );
     let parent = workload.0.id();
     let tmux = Tmux(path(&dir, "tmux.sock"));
-    let command = format!("{SNAPSHOT} top --comm cowtopi; echo EXITED $?; stty -a; sleep 60");
+    let command = format!("{SNAPSHOT} top --comm cowtopi; echo EXITED $?; stty -a; echo STTY-DONE; sleep 60");
     let started = tmux.run(&["new-session", "-d", "-s", "top", "-x", "200", "-y", "40", &command]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let first = tmux.wait_for("the workload copying, sorted by bytes/s", |s| {
@@ -181,7 +179,9 @@ fn live_table_sorts_by_key_and_quits_on_q_restoring_the_terminal() {
     tmux.run(&["send-keys", "-t", "top", "<"]);
     tmux.wait_for("< moving the sort to COMM", |s| sorted_by(s, "COMM", "cowtopi"));
     tmux.run(&["send-keys", "-t", "top", "q"]);
-    let after = tmux.wait_for("q ending snapshot top", |s| s.contains("EXITED"));
+    // STTY-DONE comes after stty's whole output: waiting for EXITED alone
+    // could capture the screen before stty has printed its flags.
+    let after = tmux.wait_for("q ending snapshot top", |s| s.contains("STTY-DONE"));
     drop(workload);
     assert!(after.contains("EXITED 0"), "q exits with status 0:\n{after}");
     // Restored: cooked mode (stty shows icanon and echo, not -icanon), and the

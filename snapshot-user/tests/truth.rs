@@ -121,8 +121,7 @@ fn trace_running(selection: &[&str], name: &str) -> Run {
     let (report, truth, gate) = (path(&dir, "report.json"), path(&dir, "truth.jsonl"), path(&dir, "gate"));
     std::fs::write(&truth, "").unwrap();
     // A copy under a name of its own, for --comm.
-    let program = path(&dir, name);
-    std::fs::copy(truth_program(), &program).unwrap();
+    let program = named(&dir, name, truth_program());
     let mut target = Command::new(&program)
         .args(["sibling_exit".as_ref(), truth.as_os_str(), "4096".as_ref()])
         .env("TRUTH_GATE", &gate)

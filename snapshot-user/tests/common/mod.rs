@@ -57,6 +57,15 @@ pub fn path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// `program` under a name of its own (its comm, for `--comm`), as a symlink:
+/// a copy would hold a writable fd that a child forked meanwhile by another
+/// test thread inherits, and exec of the copy then fails with ETXTBSY.
+pub fn named(dir: &tempfile::TempDir, name: &str, program: impl AsRef<std::path::Path>) -> PathBuf {
+    let link = path(dir, name);
+    std::os::unix::fs::symlink(program, &link).expect("linking the program under a name of its own");
+    link
+}
+
 /// Sets a /proc or /sys file and puts the old value back when dropped,
 /// even when the test fails.
 pub struct Restore {
