@@ -235,7 +235,8 @@ def main(body):
 
 
 def snapshot_run(workdir, args):
-    """Runs `snapshot run --no-tui --json F ARGS`; returns [(setting, [snapshot summaries])], one per page size."""
+    """Runs `snapshot run --no-tui --json F ARGS`; returns [(setting, [snapshot summaries])], one per workload
+    (page size, method), the workload's "end" record as setting["end"]."""
     path = os.path.join(workdir, "run.jsonl")
     subprocess.run([SNAP, "run", "--no-tui", "--json", path, *map(str, args)], check=True,
                    stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -247,5 +248,8 @@ def snapshot_run(workdir, args):
                 runs.append((rec, []))
             elif rec.get("type") == "snapshot" and runs:
                 runs[-1][1].append(rec)
+            elif rec.get("type") == "end" and runs:
+                # The run's totals (writes, duration, latency without a child) ride on its setting.
+                runs[-1][0]["end"] = rec
     os.unlink(path)
     return runs

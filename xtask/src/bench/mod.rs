@@ -21,7 +21,7 @@ mod stats;
 mod targets;
 
 /// Every benchmark, in the order a full run takes them.
-pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict"];
+pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict", "methods", "rdb", "stacks"];
 
 /// What the benchmarks run besides snapshot (rows of packages::NEEDS).
 pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "bpftrace", "python3", "cc"];
