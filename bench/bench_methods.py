@@ -10,9 +10,9 @@ KEYS = h.pick(20_000, 300_000)
 RATE = 5000
 EVERY = h.pick("0.5", "1")
 WARMUP = h.pick("1", "2")
-DURATION = h.pick(2, 8)
+DURATION = h.pick(2, 6)
 # redis-server's saves take longer: more time for about as many of them.
-REDIS_DURATION = h.pick(3, 12)
+REDIS_DURATION = h.pick(3, 9)
 METHODS = ["fork", "redirect", "forkless"]
 VARIANTS = METHODS + ["redis-server"]
 DISTS = ["uniform", "zipf"]
