@@ -309,6 +309,16 @@ mod tests {
     }
 
     #[test]
+    fn every_benchmark_has_a_body_and_a_block_in_benchmarks_md() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let doc = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap();
+        for name in NAMES {
+            assert!(root.join("bench").join(format!("bench_{name}.py")).is_file(), "no bench/bench_{name}.py");
+            assert!(report::find(&doc, name).is_some(), "BENCHMARKS.md has no block for {name}");
+        }
+    }
+
+    #[test]
     fn unknown_names_are_refused_with_the_list() {
         let e = selected(&["overhead".into(), "speed".into()]).unwrap_err().to_string();
         assert!(e.contains("\"speed\"") && e.contains("overhead, accuracy"), "{e}");

@@ -190,6 +190,23 @@ mod tests {
     }
 
     #[test]
+    fn the_methods_targets_are_judged_per_distribution() {
+        let ms = metrics(
+            r#"[{"id":"extra_mib_uniform","title":"t","unit":"MiB","better":"lower","baseline":"redis-server",
+                 "samples":{"fork":[8,9],"redirect":[2,2],"forkless":[5,5],"redis-server":[24,25]}},
+                {"id":"extra_mib_zipf","title":"t","unit":"MiB","better":"lower","baseline":"redis-server",
+                 "samples":{"fork":[8],"redirect":[4],"forkless":[2],"redis-server":[24]}}]"#,
+        );
+        let v = judge("methods", &ms);
+        let by = |text: &str| v.iter().find(|v| v.target == text).unwrap();
+        assert_eq!(by("uniform: redirect extra memory ≤ 1/4 of fork").verdict, "met");
+        assert_eq!(by("zipf: redirect extra memory ≤ 1/4 of fork").verdict, "not met");
+        assert_eq!(by("uniform: forkless extra memory ≤ 1/10 of redis-server").verdict, "not met");
+        assert_eq!(by("zipf: forkless extra memory ≤ 1/10 of redis-server").verdict, "met");
+        assert_eq!(by("zipf: forkless stall ≤ 1 ms").verdict, "not measured");
+    }
+
+    #[test]
     fn the_slack_is_relative_to_the_truth_of_the_same_condition() {
         let ms = metrics(
             r#"[{"id":"truth_copies","title":"t","unit":"pages","better":"higher","baseline":null,
