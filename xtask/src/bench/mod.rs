@@ -24,7 +24,7 @@ mod targets;
 pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict", "methods", "rdb", "stacks"];
 
 /// What the benchmarks run besides snapshot (rows of packages::NEEDS).
-pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "bpftrace", "python3", "cc"];
+pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "redis-check-rdb", "bpftrace", "python3", "cc"];
 
 pub struct Options {
     pub names: Vec<String>,
