@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bpfcost: what each of the tracer's eBPF programs costs, from the kernel's own accounting
-(`kernel.bpf_stats_enabled`, switched on for the run and restored; bpftool's run_cnt and run_time_ns),
+(`BPF_ENABLE_STATS` for the run, as `kernel.bpf_stats_enabled` does; bpftool's run_cnt and run_time_ns),
 beside empty programs on the same tracepoints (bench/empty_tracepoints.py: the dispatch floor).
 Conditions interleaved, the first rotating each round: none, empty, snapshot.
   rewrite  bench/forkrewrite.c (named cowbench), counters read around exactly its fork + rewrite
@@ -11,6 +11,7 @@ Conditions interleaved, the first rotating each round: none, empty, snapshot.
 Needs root, cc, bpftool, redis-server, redis-benchmark."""
 import json, os, subprocess, threading
 import harness as h
+from empty_tracepoints import enable_stats
 from bench_overhead import bgsave_loop
 
 PAGES = h.pick(4096, 262144)
@@ -24,7 +25,6 @@ PROGRAMS = {"page_fault_user": "page_fault_user", "page_fault_kern": "page_fault
             "mm_page_alloc": "mm_page_alloc", "tlb_flush": "tlb_flush", "rss_stat": "rss_stat",
             "sched_process_f": "sched_process_fork", "sched_process_e": "sched_process_exit/exec"}
 CONDS = ["none", "empty", "snapshot"]
-STATS = "/proc/sys/kernel/bpf_stats_enabled"
 
 
 def programs():
@@ -170,20 +170,16 @@ def metrics():
 def body():
     work = h.private_dir("bpfcost")
     m = metrics()
-    with open(STATS) as f:
-        stats = f.read().strip()
+    stats = enable_stats()
     try:
-        with open(STATS, "w") as f:
-            f.write("1")
         rewrite(work, m)
         redis(work, m)
     finally:
-        with open(STATS, "w") as f:
-            f.write(stats)
+        os.close(stats)
         subprocess.run(["rm", "-rf", work])
     ver = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     h.emit("bpfcost", METHOD.format(pages=PAGES, keys=KEYS, sets=SETS, tps=", ".join(TRACEPOINTS)),
-           [f"sysctl kernel.bpf_stats_enabled=1  # restored after",
+           ["bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)  # for the run, as kernel.bpf_stats_enabled=1 does",
             f"FORKREWRITE_STEPS=1 forkrewrite {PAGES}  # bench/forkrewrite.c; bpftool prog show --json after populate and after the rewrite",
             f"python3 bench/empty_tracepoints.py {' '.join(TRACEPOINTS)}",
             "snapshot trace --comm cowbench | --pid REDIS --json FILE",
@@ -192,8 +188,9 @@ def body():
            list(m.values()), [f"redis-server {ver}"])
 
 
-METHOD = """Per-program cost from the kernel's own accounting: `kernel.bpf_stats_enabled=1` for the whole run (restored
-after; it adds two clock reads to every program run, in every condition), and `bpftool prog show --json` read
+METHOD = """Per-program cost from the kernel's own accounting, switched on for the whole run
+(`BPF_ENABLE_STATS`, what `kernel.bpf_stats_enabled=1` does, ended with the run; it adds two clock reads to every
+program run, in every condition), and `bpftool prog show --json` read
 before and after each measured stretch; only the programs the condition's tracer loaded are counted. Conditions,
 interleaved with the first rotating each round: `none`; `empty`, a `return 0` raw-tracepoint program on each of
 {tps} (`bench/empty_tracepoints.py`; the kernel dispatches raw and BTF tracepoint programs alike, so this is

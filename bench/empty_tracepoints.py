@@ -7,7 +7,8 @@ The programs are named empty_TP (cut to 15 bytes), for `bpftool prog show`."""
 import ctypes, os, signal, struct, sys
 
 SYS_BPF = 321  # x86-64
-BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN = 5, 17
+BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, BPF_ENABLE_STATS = 5, 17, 32
+BPF_STATS_RUN_TIME = 0
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 # r0 = 0; exit
 INSNS = bytes([0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
@@ -23,6 +24,12 @@ def bpf(cmd, attr):
         err = ctypes.get_errno()
         raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
     return fd
+
+
+def enable_stats():
+    """Turns on run_cnt/run_time_ns accounting for every program until the returned fd is closed (or
+    its holder dies): unlike the kernel.bpf_stats_enabled sysctl, never left on by a killed run."""
+    return bpf(BPF_ENABLE_STATS, struct.pack("=I", BPF_STATS_RUN_TIME))
 
 
 def attach(tp, keep):
