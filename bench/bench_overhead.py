@@ -13,7 +13,7 @@ import harness as h
 
 PAGES = h.pick(4096, 262144)
 REPS = h.pick(1, 2)
-DD = h.pick(100_000, 2 * 1024 * 1024)
+DD = h.pick(100_000, 5 * 1024 * 1024)  # the count=5M
 KEYS = h.pick(20_000, 1_000_000)
 SETS = h.pick(20_000, 400_000)
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -6,7 +6,11 @@
  * Prints: fork_us rewrite_us total_us (total = fork .. child reaped).
  * Usage: forkrewrite PAGES [hugetlb]: with "hugetlb", the process also maps
  * and touches one 2 MiB MAP_HUGETLB page first (needs vm.nr_hugepages > 0),
- * which the tracer's hugetlb path must not make every 4 KiB fault pay for. */
+ * which the tracer's hugetlb path must not make every 4 KiB fault pay for.
+ * With FORKREWRITE_STEPS=1 in the environment, it prints "populated" before the
+ * fork and "rewritten" after the rewrite (before the child is released), and
+ * after each waits for a line on stdin: a caller can read counters around
+ * exactly the fork + rewrite (bench/bench_bpfcost.py reads the eBPF programs'). */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,17 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* Tells the caller which step is done and waits for its go (FORKREWRITE_STEPS=1). */
+static void step(const char *name) {
+    static int on = -1;
+    if (on < 0) { const char *e = getenv("FORKREWRITE_STEPS"); on = e && strcmp(e, "1") == 0; }
+    if (!on) return;
+    printf("%s\n", name);
+    fflush(stdout);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin)) { fprintf(stderr, "forkrewrite: no go after %s\n", name); exit(1); }
+}
+
 int main(int argc, char **argv) {
     size_t pages = argc > 1 ? strtoul(argv[1], NULL, 10) : 262144;
     size_t len = pages * 4096;
@@ -36,6 +51,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < pages; i++) p[i * 4096] = 1;
     int fd[2];
     if (pipe(fd)) { perror("pipe"); return 1; }
+    step("populated");
     double t0 = now_us();
     pid_t child = fork();
     if (child < 0) { perror("fork"); return 1; }
@@ -49,6 +65,7 @@ int main(int argc, char **argv) {
     close(fd[0]);
     for (size_t i = 0; i < pages; i++) p[i * 4096] = 2;
     double t2 = now_us();
+    step("rewritten");
     close(fd[1]);
     if (waitpid(child, NULL, 0) != child) { perror("waitpid"); return 1; }
     double t3 = now_us();

@@ -21,10 +21,10 @@ mod stats;
 mod targets;
 
 /// Every benchmark, in the order a full run takes them.
-pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict", "methods", "rdb", "stacks"];
+pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict", "methods", "rdb", "stacks", "bpfcost"];
 
 /// What the benchmarks run besides snapshot (rows of packages::NEEDS).
-pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "redis-check-rdb", "bpftrace", "python3", "cc"];
+pub const COMMANDS: &[&str] = &["redis-server", "redis-cli", "redis-benchmark", "redis-check-rdb", "bpftrace", "bpftool", "python3", "cc"];
 
 pub struct Options {
     pub names: Vec<String>,

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""bpfcost: what each of the tracer's eBPF programs costs, from the kernel's own accounting
+(`BPF_ENABLE_STATS` for the run, as `kernel.bpf_stats_enabled` does; bpftool's run_cnt and run_time_ns),
+beside empty programs on the same tracepoints (bench/empty_tracepoints.py: the dispatch floor).
+Conditions interleaved, the first rotating each round: none, empty, snapshot.
+  rewrite  bench/forkrewrite.c (named cowbench), counters read around exactly its fork + rewrite
+           (FORKREWRITE_STEPS=1): ns per run, runs and ns per COW copy, per program; rewrite wall time.
+  redis    redis-server with KEYS keys, redis-benchmark SET -P 16 while BGSAVEs run back to back,
+           `snapshot trace --pid REDIS`: runs and ns per SET, per program (every process of the
+           machine counts: the probes are machine-wide); SET/s.
+Needs root, cc, bpftool, redis-server, redis-benchmark."""
+import json, os, subprocess, threading
+import harness as h
+from empty_tracepoints import enable_stats
+from bench_overhead import bgsave_loop
+
+PAGES = h.pick(4096, 262144)
+KEYS = h.pick(20_000, 1_000_000)
+SETS = h.pick(20_000, 400_000)
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The tracepoints snapshot's copy path attaches to, machine-wide.
+TRACEPOINTS = ["page_fault_user", "mm_page_alloc", "tlb_flush", "rss_stat"]
+# bpftool names (cut to 15 bytes) of snapshot's programs, by the name shown here.
+PROGRAMS = {"page_fault_user": "page_fault_user", "page_fault_kern": "page_fault_kernel",
+            "mm_page_alloc": "mm_page_alloc", "tlb_flush": "tlb_flush", "rss_stat": "rss_stat",
+            "sched_process_f": "sched_process_fork", "sched_process_e": "sched_process_exit/exec"}
+CONDS = ["none", "empty", "snapshot"]
+
+
+def programs():
+    """id → (name, run_cnt, run_time_ns) of every loaded program."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    return {p["id"]: (p.get("name", ""), p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in json.loads(out)}
+
+
+def label(name):
+    """The row of a program loaded by this run's tracer, or None for anyone else's."""
+    if name.startswith("empty_"):
+        tp = next((t for t in TRACEPOINTS if t.startswith(name[6:])), None)
+        return f"empty {tp}" if tp else None
+    return PROGRAMS.get(name)
+
+
+def delta(ignore, before, after):
+    """label → (runs, ns) between two readings, for programs loaded after `ignore` was read."""
+    rows = {}
+    for pid, (name, cnt, ns) in after.items():
+        row = label(name)
+        if pid in ignore or row is None:
+            continue
+        _, cnt0, ns0 = before.get(pid, (name, 0, 0))
+        runs, time = rows.get(row, (0, 0))
+        rows[row] = (runs + cnt - cnt0, time + ns - ns0)
+    return rows
+
+
+def start(cond, work, pid=None):
+    if cond == "empty":
+        return h.Tracer(["python3", os.path.join(HERE, "empty_tracepoints.py"), *TRACEPOINTS], "ATTACHED", work)
+    if cond == "snapshot":
+        return h.start_tracer("snapshot-pid" if pid else "snapshot-comm", work, pid=pid, comm="cowbench")
+    return None
+
+
+def record(m, cond, rows, per, prefix):
+    """Adds one reading: ns per run and runs and ns per unit (`per` copies or SETs) of each program."""
+    total = 0
+    for row, (runs, ns) in sorted(rows.items()):
+        if runs == 0:
+            continue
+        total += ns
+        if prefix == "copy":
+            m["ns_per_run"]["samples"].setdefault(row, []).append(ns / runs)
+        m[f"runs_per_{prefix}"]["samples"].setdefault(row, []).append(runs / per)
+        m[f"ns_per_{prefix}"]["samples"].setdefault(row, []).append(ns / per)
+    m[f"total_ns_per_{prefix}"]["samples"][cond].append(total / per)
+
+
+def line(p, want):
+    got = p.stdout.readline().strip()
+    if got != want:
+        raise RuntimeError(f"forkrewrite printed {got!r}, expected {want!r}: {p.stderr.read()}")
+
+
+def rewrite_once(binary, ignore):
+    """Runs forkrewrite; returns (rewrite µs, per-program deltas over its fork + rewrite)."""
+    p = subprocess.Popen([binary, str(PAGES)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "FORKREWRITE_STEPS": "1"})
+    try:
+        line(p, "populated")
+        before = programs()
+        p.stdin.write("\n"); p.stdin.flush()
+        line(p, "rewritten")
+        after = programs()
+        p.stdin.write("\n"); p.stdin.flush()
+        _, rewrite_us, _ = map(float, p.stdout.readline().split())
+    finally:
+        p.stdin.close()
+        p.wait()
+    return rewrite_us, delta(ignore, before, after)
+
+
+def rewrite(work, m):
+    binary = os.path.join(work, "cowbench")
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "forkrewrite.c")], check=True)
+    for r in range(h.ROUNDS):
+        for cond in h.rotated(CONDS, r):
+            ignore = programs()
+            t = start(cond, work)
+            try:
+                us, rows = rewrite_once(binary, ignore)
+            finally:
+                if t:
+                    t.stop()
+            m["rewrite"]["samples"][cond].append(us * 1000 / PAGES)
+            if cond != "none":
+                record(m, cond, rows, PAGES, "copy")
+            h.log(f"bpfcost rewrite round {r + 1} {cond}: {us * 1000 / PAGES:.0f} ns/copy")
+
+
+def redis(work, m):
+    server = h.Server("redis")
+    try:
+        server.cli("DEBUG", "POPULATE", KEYS, "key", 512)
+        for r in range(h.ROUNDS):
+            for cond in h.rotated(CONDS, r):
+                ignore = programs()
+                t = start(cond, work, pid=server.p.pid)
+                stop, saves = threading.Event(), []
+                loop = threading.Thread(target=bgsave_loop, args=(server, stop, saves))
+                try:
+                    before = programs()
+                    loop.start()
+                    res = h.redis_benchmark(server.port, "-t", "set", "-P", 16, "-c", 20, "-r", KEYS, "-d", 512, "-n", SETS)
+                    stop.set()
+                    loop.join()
+                    after = programs()
+                finally:
+                    stop.set()
+                    if t:
+                        t.stop()
+                m["redis"]["samples"][cond].append(res["SET"][0])
+                if cond != "none":
+                    record(m, cond, delta(ignore, before, after), SETS, "set")
+                h.log(f"bpfcost redis round {r + 1} {cond}: {res['SET'][0]:.0f} SET/s, {len(saves)} BGSAVEs")
+    finally:
+        server.stop()
+
+
+def metrics():
+    per = lambda id, title, unit: h.metric(id, title, unit, "lower", None, [])
+    return {
+        "rewrite": h.metric("rewrite_ns_per_copy", "fork + rewrite: the parent's rewrite, per COW copy (wall time)",
+                            "ns", "lower", "none", CONDS),
+        "total_ns_per_copy": h.metric("program_ns_per_copy", "program time per COW copy (fork + rewrite), all programs",
+                                      "ns", "lower", None, CONDS[1:]),
+        "ns_per_run": per("ns_per_run", "ns per run of each program (fork + rewrite)", "ns"),
+        "runs_per_copy": per("runs_per_copy", "runs per COW copy of each program (fork + rewrite)", "runs"),
+        "ns_per_copy": per("ns_per_copy", "program time per COW copy of each program (fork + rewrite)", "ns"),
+        "redis": h.metric("redis_set_per_s", "redis-server SET throughput during back-to-back BGSAVEs", "SET/s",
+                          "higher", "none", CONDS),
+        "total_ns_per_set": h.metric("program_ns_per_set", "program time per SET, all programs (machine-wide)",
+                                     "ns", "lower", None, CONDS[1:]),
+        "runs_per_set": per("runs_per_set", "runs per SET of each program (machine-wide, redis-benchmark included)",
+                            "runs"),
+        "ns_per_set": per("ns_per_set", "program time per SET of each program (machine-wide)", "ns"),
+    }
+
+
+def body():
+    work = h.private_dir("bpfcost")
+    m = metrics()
+    stats = enable_stats()
+    try:
+        rewrite(work, m)
+        redis(work, m)
+    finally:
+        os.close(stats)
+        subprocess.run(["rm", "-rf", work])
+    ver = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    h.emit("bpfcost", METHOD.format(pages=PAGES, keys=KEYS, sets=SETS, tps=", ".join(TRACEPOINTS)),
+           ["bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)  # for the run, as kernel.bpf_stats_enabled=1 does",
+            f"FORKREWRITE_STEPS=1 forkrewrite {PAGES}  # bench/forkrewrite.c; bpftool prog show --json after populate and after the rewrite",
+            f"python3 bench/empty_tracepoints.py {' '.join(TRACEPOINTS)}",
+            "snapshot trace --comm cowbench | --pid REDIS --json FILE",
+            f"redis-server --save '' ; DEBUG POPULATE {KEYS} key 512 ; BGSAVE back to back ; "
+            f"redis-benchmark -t set -P 16 -c 20 -r {KEYS} -d 512 -n {SETS} --csv"],
+           list(m.values()), [f"redis-server {ver}"])
+
+
+METHOD = """Per-program cost from the kernel's own accounting, switched on for the whole run
+(`BPF_ENABLE_STATS`, what `kernel.bpf_stats_enabled=1` does, ended with the run; it adds two clock reads to every
+program run, in every condition), and `bpftool prog show --json` read
+before and after each measured stretch; only the programs the condition's tracer loaded are counted. Conditions,
+interleaved with the first rotating each round: `none`; `empty`, a `return 0` raw-tracepoint program on each of
+{tps} (`bench/empty_tracepoints.py`; the kernel dispatches raw and BTF tracepoint programs alike, so this is
+the floor any program there pays, and its ns per run is the accounting's own floor); `snapshot`, `snapshot trace
+--comm cowbench` (rewrite) or `--pid REDIS` (redis). Rewrite: `bench/forkrewrite.c` maps {pages} private 4 KiB pages
+and populates them, then (read counters) forks and the parent writes one byte per page while the child waits
+({pages} COW copies), (read counters) and ends; runs per copy count every run of the machine in that stretch. Redis:
+one redis-server 7 with {keys} keys of 512 B; counters read around `redis-benchmark -t set -P 16 -c 20 -r {keys}
+-d 512 -n {sets}` while a thread sends BGSAVE again as soon as the last one ended; per SET counts every run of the
+machine (the server, its save children, redis-benchmark, the kernel's network path)."""
+
+if __name__ == "__main__":
+    h.main(body)
