@@ -412,3 +412,48 @@ fn the_tests_never_leave_a_tracer_running() {
     }
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+#[test]
+fn exits_lost_to_a_full_ring_are_found_and_reported() {
+    if !privileged("exits_lost_to_a_full_ring_are_found_and_reported") {
+        return;
+    }
+    const RUNS: usize = 40;
+    const PAGES: u64 = 16;
+    let dir = temp_dir();
+    let work = named(&dir, "cowlost", SNAPSHOT);
+    let report = path(&dir, "r.json");
+    // One page of ring: a few final records fill it.
+    let tracer = start_tracer_with(
+        Command::new(SNAPSHOT)
+            .env("SNAPSHOT_RING_BYTES", "4096")
+            .args(["trace", "--comm", "cowlost", "--json", report.to_str().unwrap()])
+            .stdout(Stdio::piped()),
+    );
+    // Stopped, the tracer reads nothing while the processes exit.
+    signal(tracer.id(), libc::SIGSTOP);
+    for _ in 0..RUNS {
+        let out = Command::new(&work)
+            .args(["workload", "--pages", &PAGES.to_string(), "--forks", "1", "--no-pagemap"])
+            .output()
+            .expect("running the workload");
+        assert!(out.status.success(), "workload: {}", text(&out.stderr));
+    }
+    signal(tracer.id(), libc::SIGCONT);
+    signal(tracer.id(), libc::SIGINT);
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = json(&report);
+    let health = &report["health"];
+    let lost = health["ring_full"].as_u64().unwrap();
+    let found = health["exited_in_table"].as_u64().unwrap();
+    assert!(found > 0 && found <= lost, "records lost {lost}, exited processes found in the table {found}: {health:#}");
+    let processes = report["processes"].as_array().unwrap();
+    let ours: Vec<_> = processes.iter().filter(|p| p["comm"] == "cowlost").collect();
+    assert_eq!(ours.len(), 2 * RUNS, "each run's parent and child, once: {report:#}");
+    let live: Vec<_> = ours.iter().filter(|p| p["exited"] != true).collect();
+    assert!(live.is_empty(), "every one has exited, none is live: {live:#?}");
+    // Their counts stayed in the table: nothing copied is lost.
+    let copied: u64 = ours.iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    assert!(copied >= RUNS as u64 * PAGES * 4096, "{copied} bytes copied by {RUNS} runs of {PAGES} pages");
+}
