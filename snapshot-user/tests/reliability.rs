@@ -457,3 +457,30 @@ fn exits_lost_to_a_full_ring_are_found_and_reported() {
     let copied: u64 = ours.iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
     assert!(copied >= RUNS as u64 * PAGES * 4096, "{copied} bytes copied by {RUNS} runs of {PAGES} pages");
 }
+
+#[test]
+fn a_zombie_traced_by_pid_is_reported_as_exited() {
+    if !privileged("a_zombie_traced_by_pid_is_reported_as_exited") {
+        return;
+    }
+    let dir = temp_dir();
+    let report = path(&dir, "r.json");
+    // Not waited for until the trace is over: a zombie of this process.
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    let state = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().rsplit(") ").next().unwrap().chars().next();
+    while state() != Some('Z') {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = snapshot(&["trace", "-p", &pid.to_string(), "--json", report.to_str().unwrap()]);
+    zombie.wait().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report = json(&report);
+    let process = report["processes"].as_array().unwrap().iter().find(|p| p["pid"] == pid).cloned();
+    let process = process.unwrap_or_else(|| panic!("pid {pid} not reported: {report:#}"));
+    assert_eq!(process["exited"], true, "{process:#}");
+    assert_eq!(report["health"]["exited_in_table"], 1, "{:#}", report["health"]);
+    let row = err.lines().find(|l| l.split_whitespace().next() == Some(&pid.to_string())).unwrap_or_default();
+    assert!(row.contains("true") && !row.contains("(live)"), "{err}");
+}
