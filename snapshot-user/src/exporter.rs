@@ -63,8 +63,9 @@ impl Source {
 
 pub fn run(args: ExporterArgs) -> Result<ExitCode> {
     // Bound first: a taken address fails at once, with nothing loaded.
-    let listener = metrics::bind(args.listen).context("--listen")?;
+    let listener = metrics::listen(args.listen).context("--listen")?;
     let mut source = Source::open()?;
+    metrics::announce(&listener)?;
     let server = metrics::http(listener)?;
     privilege::drop_capabilities(&privilege::kept_to_read_maps())?;
     let mut metrics = Metrics::new(args.pid_labels, Reports::Forgetting).context("registering metrics")?;
