@@ -52,10 +52,9 @@ impl Source {
     /// What was counted since the last read's exited processes: those are
     /// reported once.
     pub fn read(&mut self) -> Result<Report> {
-        self.collector.drain(&mut self.ring);
         let report = self
             .collector
-            .report(&mut self.loaded, self.started.elapsed().as_secs_f64())?;
+            .report(&mut self.loaded, &mut self.ring, self.started.elapsed().as_secs_f64())?;
         // Their figures now live in Metrics::retired.
         self.collector.forget();
         Ok(report)
@@ -63,8 +62,11 @@ impl Source {
 }
 
 pub fn run(args: ExporterArgs) -> Result<ExitCode> {
+    // Bound first: a taken address fails at once, with nothing loaded.
+    let listener = metrics::listen(args.listen).context("--listen")?;
     let mut source = Source::open()?;
-    let server = metrics::http(metrics::bind(args.listen).context("--listen")?)?;
+    metrics::announce(&listener)?;
+    let server = metrics::http(listener)?;
     privilege::drop_capabilities(&privilege::kept_to_read_maps())?;
     let mut metrics = Metrics::new(args.pid_labels, Reports::Forgetting).context("registering metrics")?;
     // Read afresh at each scrape.

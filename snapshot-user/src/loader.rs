@@ -87,6 +87,9 @@ pub fn load(selection: &Selection) -> Result<Loaded> {
     if let Some(entries) = procs_table_size()? {
         loader.map_max_entries("PROCS", entries);
     }
+    if let Some(bytes) = ring_size()? {
+        loader.map_max_entries("EVENTS", bytes);
+    }
     let mut ebpf = loader.load(OBJECT).context("loading the eBPF programs into the kernel")?;
     let btf = Btf::from_sys_fs().ok();
     let attached = PROBES
@@ -94,6 +97,18 @@ pub fn load(selection: &Selection) -> Result<Loaded> {
         .map(|(name, _, _)| (*name, attach(&mut ebpf, name, btf.as_ref()).map_err(|e| format!("{e:#}"))))
         .collect();
     Ok(Loaded { ebpf, attached })
+}
+
+/// `SNAPSHOT_RING_BYTES=N` shrinks the final records' ring (4 MiB) so tests
+/// can fill it and see lost records handled.
+fn ring_size() -> Result<Option<u32>> {
+    let Some(value) = std::env::var_os("SNAPSHOT_RING_BYTES") else { return Ok(None) };
+    let text = value.to_string_lossy();
+    let page = crate::kernel::page_size();
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && u64::from(n) >= page => Ok(Some(n)),
+        _ => Err(anyhow!("SNAPSHOT_RING_BYTES={text}: expected a power of two of at least {page} bytes")),
+    }
 }
 
 /// `SNAPSHOT_PROCS_TABLE=N` shrinks the process table (32768 entries) so

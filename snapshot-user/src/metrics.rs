@@ -375,14 +375,25 @@ pub fn lock(metrics: &Shared) -> Result<std::sync::MutexGuard<'_, Metrics>> {
 /// answers on the channel inside once done.
 pub type Refresh = tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::SyncSender<()>>;
 
-/// Binds `addr` (before capabilities are dropped: a low port needs one).
+/// Binds `addr` (before capabilities are dropped: a low port needs one) and
+/// says where.
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("{addr}: cannot serve metrics there"))?;
+    let listener = listen(addr)?;
+    announce(&listener)?;
+    Ok(listener)
+}
+
+/// Binds `addr` without a word: the exporter binds before loading, and says
+/// where it serves only once it is tracing (what its users wait for).
+pub fn listen(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("{addr}: cannot serve metrics there"))
+}
+
+pub fn announce(listener: &std::net::TcpListener) -> Result<()> {
     // The bound address: with port 0 the kernel chose it.
     let bound = listener.local_addr().context("reading the bound address")?;
     note(&format!("serving metrics on http://{bound}/metrics"));
-    Ok(listener)
+    Ok(())
 }
 
 /// The HTTP server on a bound listener. Its threads start here, with this

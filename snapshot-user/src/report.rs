@@ -62,6 +62,10 @@ pub struct Health {
     pub ring_full: u64,
     /// Copies made while no fork shared the page (e.g. a private file mapping's first write).
     pub unattributed_copies: u64,
+    /// Exited processes whose entry was still in the process table, taken
+    /// out by the reader: their final record was lost (`ring_full`), or they
+    /// had exited before tracing began (a zombie given to `--pid`).
+    pub exited_in_table: u64,
     /// `--stacks`: copies whose stack was not kept (stack or count table full).
     pub dropped_stacks: u64,
     /// `--stacks`: copies whose address found the address ring full (missing from `stacks.by_mapping`).
@@ -134,6 +138,10 @@ impl Report {
 #[derive(Default)]
 pub struct Collector {
     exited: Vec<ProcStats>,
+    /// How many of `exited` earlier reports included.
+    reported: usize,
+    /// Entries taken from PROCS for processes that had exited (see `Health::exited_in_table`).
+    swept: u64,
     ended: BTreeMap<(u32, u32, u64), ForkRecord>,
 }
 
@@ -142,6 +150,7 @@ impl Collector {
     /// folded them into its own totals keeps memory bounded this way.
     pub fn forget(&mut self) {
         self.exited.clear();
+        self.reported = 0;
         self.ended.clear();
     }
 
@@ -165,21 +174,30 @@ impl Collector {
         }
     }
 
-    /// Everything counted so far: final records plus the live map entries.
-    pub fn report(&self, loaded: &mut Loaded, duration_s: f64) -> Result<Report> {
+    /// Everything counted so far: final records plus the live map entries,
+    /// each process once. An exiting process sends its final record and then
+    /// leaves PROCS, while this reads: the ring is read before and after the
+    /// map, and `merge` drops a live entry that a final record stands for.
+    pub fn report(&mut self, loaded: &mut Loaded, ring: &mut RingBuf<MapData>, duration_s: f64) -> Result<Report> {
+        self.drain(ring);
+        let before = self.exited.len();
+        let live = live_procs(loaded)?;
+        let live_forks = live_forks(loaded)?;
+        self.drain(ring);
+        let gone: Vec<u32> = live.keys().copied().filter(|&tgid| has_exited(tgid)).collect();
+        if !gone.is_empty() {
+            // Their exit ran before /proc said so: a final record sent is in the ring now.
+            self.drain(ring);
+        }
+        let mut live = merge(&self.exited[self.reported..before], &self.exited[before..], live);
+        self.sweep(loaded, &mut live, &gone)?;
+        self.reported = self.exited.len();
         let mut processes: Vec<Process> = self.exited.iter().map(|s| process(s, true)).collect();
-        for entry in loaded.procs()?.iter() {
-            let (_, stats) = entry.context("reading PROCS")?;
-            processes.push(process(&stats, false));
-        }
+        processes.extend(live.values().map(|s| process(s, false)));
         processes.sort_by_key(|p| p.pid);
-        let mut forks = self.ended.clone();
-        let map: HashMap<&MapData, u64, ForkRecord> =
-            HashMap::try_from(loaded.ebpf.map("FORKS").context("no FORKS map")?)?;
-        for entry in map.iter() {
-            let (_, f) = entry.context("reading FORKS")?;
-            forks.entry((f.parent, f.child, f.start_ns)).or_insert(f);
-        }
+        // A fork's final record is newer than its live entry.
+        let mut forks = live_forks;
+        forks.extend(self.ended.iter().map(|(k, f)| (*k, *f)));
         let mut forks: Vec<Fork> = forks.values().map(fork).collect();
         forks.sort_by_key(|f| f.start_ns);
         Ok(Report {
@@ -189,10 +207,80 @@ impl Collector {
             tracing_path_text: loaded.path().map(|p| p.name().to_string()).unwrap_or_default(),
             processes,
             forks,
-            health: health(loaded)?,
+            health: Health { exited_in_table: self.swept, ..health(loaded)? },
             stacks: None,
         })
     }
+
+    /// Takes the entries of processes that exited without a final record
+    /// (the ring was full, or they had exited before tracing began) from
+    /// PROCS: their counts are final, and they would fill the table.
+    fn sweep(&mut self, loaded: &mut Loaded, live: &mut BTreeMap<u32, ProcStats>, gone: &[u32]) -> Result<()> {
+        for tgid in gone {
+            let Some(stats) = live.remove(tgid) else { continue };
+            match loaded.procs()?.remove(tgid) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("removing an exited process from PROCS"),
+            }
+            self.exited.push(stats);
+            self.swept += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the process has exited: gone from /proc, or a zombie (a leader
+/// whose threads still run is a zombie too, but not alone).
+fn has_exited(tgid: u32) -> bool {
+    match procfs::process::Process::new(tgid as i32).and_then(|p| p.stat()) {
+        Ok(stat) => matches!(stat.state, 'X' | 'x') || (stat.state == 'Z' && stat.num_threads <= 1),
+        Err(procfs::ProcError::NotFound(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// PROCS by tgid. Keyed, because an entry deleted under the iteration makes
+/// the kernel start it again from the first key: entries come twice.
+fn live_procs(loaded: &mut Loaded) -> Result<BTreeMap<u32, ProcStats>> {
+    let mut live = BTreeMap::new();
+    for entry in loaded.procs()?.iter() {
+        let (tgid, stats) = entry.context("reading PROCS")?;
+        live.insert(tgid, stats);
+    }
+    Ok(live)
+}
+
+fn live_forks(loaded: &Loaded) -> Result<BTreeMap<(u32, u32, u64), ForkRecord>> {
+    let map: HashMap<&MapData, u64, ForkRecord> =
+        HashMap::try_from(loaded.ebpf.map("FORKS").context("no FORKS map")?)?;
+    let mut live = BTreeMap::new();
+    for entry in map.iter() {
+        let (_, f) = entry.context("reading FORKS")?;
+        live.insert((f.parent, f.child, f.start_ns), f);
+    }
+    Ok(live)
+}
+
+/// The live entries no final record stands for. `earlier`: final records
+/// read before the map (since the last report); their process may not have
+/// left the map yet, and its entry then holds the very same counts (a pid
+/// used again by a newer process does not). `later`: final records read
+/// after the map: their process was in it, with counts up to its read.
+fn merge(earlier: &[ProcStats], later: &[ProcStats], mut live: BTreeMap<u32, ProcStats>) -> BTreeMap<u32, ProcStats> {
+    for done in earlier {
+        if live.get(&done.tgid).is_some_and(|s| same_counts(s, done)) {
+            live.remove(&done.tgid);
+        }
+    }
+    for done in later {
+        live.remove(&done.tgid);
+    }
+    live
+}
+
+fn same_counts(a: &ProcStats, b: &ProcStats) -> bool {
+    (a.comm, a.faults, a.wp_faults, a.file_copies, a.zero_fills, a.copies_by_order)
+        == (b.comm, b.faults, b.wp_faults, b.file_copies, b.zero_fills, b.copies_by_order)
 }
 
 fn process(s: &ProcStats, exited: bool) -> Process {
@@ -257,6 +345,7 @@ fn health(loaded: &Loaded) -> Result<Health> {
         unattributed_copies: get(counter::UNATTRIBUTED),
         dropped_stacks: get(counter::STACKS_DROPPED),
         dropped_addresses: get(counter::ADDRESSES_DROPPED),
+        exited_in_table: 0,
     })
 }
 
@@ -414,6 +503,33 @@ mod tests {
         c.ended.insert((10, 11, 1), record(2, end_reason::CHILD_EXIT));
         c.forget();
         assert!(c.exited.is_empty() && c.ended.is_empty());
+    }
+
+    fn copying(tgid: u32, pages: u64) -> ProcStats {
+        let mut s = ProcStats::new(tgid, 1, *b"w\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        s.copies_by_order[0] = pages;
+        s
+    }
+
+    #[test]
+    fn a_final_record_read_before_its_entry_left_the_map_counts_once() {
+        let live = [(7, copying(7, 5)), (8, copying(8, 3))].into();
+        let kept = merge(&[copying(7, 5)], &[], live);
+        assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [8]);
+    }
+
+    #[test]
+    fn a_final_record_read_after_the_map_replaces_the_entry_read_there() {
+        // The entry was read with 5 copies; the process copied 2 more and exited.
+        let kept = merge(&[], &[copying(7, 7)], [(7, copying(7, 5))].into());
+        assert!(kept.is_empty(), "{kept:?}");
+    }
+
+    #[test]
+    fn a_pid_used_again_keeps_the_newer_process() {
+        // pid 7 exited with 5 copies; a newer process got pid 7 and copied 1.
+        let kept = merge(&[copying(7, 5)], &[], [(7, copying(7, 1))].into());
+        assert_eq!(kept.get(&7).map(|s| s.copies_by_order[0]), Some(1));
     }
 
     fn record(end_ns: u64, end_reason: u32) -> ForkRecord {

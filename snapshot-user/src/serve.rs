@@ -57,8 +57,7 @@ impl Tracer {
     fn report(&self) -> Result<Report> {
         let mut state = self.state.lock().map_err(|_| anyhow::anyhow!("tracer state poisoned"))?;
         let State { loaded, ring, collector } = &mut *state;
-        collector.drain(ring);
-        collector.report(loaded, self.started.elapsed().as_secs_f64())
+        collector.report(loaded, ring, self.started.elapsed().as_secs_f64())
     }
 }
 

@@ -198,8 +198,7 @@ async fn trace(
             }
             Some(done) = scrapes.recv(), if metrics.is_some() => {
                 // A scrape waits for figures as fresh as a report's.
-                collector.drain(ring.get_mut());
-                let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+                let now = collector.report(&mut loaded, ring.get_mut(), start.elapsed().as_secs_f64())?;
                 if let Some(metrics) = &metrics {
                     metrics::lock(metrics)?.update(&now);
                 }
@@ -211,7 +210,7 @@ async fn trace(
                 guard.clear_ready();
             }
             _ = ticker.tick(), if args.interval.is_some() => {
-                let now = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+                let now = collector.report(&mut loaded, ring.get_mut(), start.elapsed().as_secs_f64())?;
                 print_interval(&now, &mut last_bytes, period);
             }
             guard = signals.readable() => {
@@ -234,8 +233,7 @@ async fn trace(
             _ = exited(watched.as_ref()) => break 0,
         }
     };
-    collector.drain(ring.get_mut());
-    let mut report = collector.report(&mut loaded, start.elapsed().as_secs_f64())?;
+    let mut report = collector.report(&mut loaded, ring.get_mut(), start.elapsed().as_secs_f64())?;
     if let Some(ring) = &mut addresses {
         recorder.drain(ring.get_mut());
         report.stacks = Some(recorder.finish(&loaded, &report)?);

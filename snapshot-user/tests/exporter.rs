@@ -467,7 +467,7 @@ fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
     // The server's and its child's own counters hold at least the fork's copies.
     let copied = sum_of(&text, "snapshot_cow_copied_bytes_total", "") as u64;
     assert!(copied >= u("copied_bytes") && copied > 0, "{copied}: {summary}\n{text}");
-    assert!(run.0.wait().unwrap().success());
+    assert_eq!(run.0.wait().unwrap().code(), Some(130), "128 + SIGINT");
     // Every store figure the dashboard asks for is served.
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana-dashboard.json");
     let dashboard = std::fs::read_to_string(file).expect("reading the dashboard");
@@ -477,4 +477,86 @@ fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
     for name in store {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not served by snapshot run:\n{text}");
     }
+}
+
+#[test]
+fn trace_metrics_count_exiting_processes_once_while_scraped() {
+    if !privileged("trace_metrics_count_exiting_processes_once_while_scraped") {
+        return;
+    }
+    let dir = temp_dir();
+    let work = named(&dir, "cowexit", SNAPSHOT);
+    let report = path(&dir, "report.json");
+    let mut trace = Server(
+        Command::new(SNAPSHOT)
+            .args(["trace", "--comm", "cowexit", "--metrics", "127.0.0.1:0", "--json", report.to_str().unwrap(), "-o"])
+            .arg(path(&dir, "table.txt"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running snapshot trace"),
+    );
+    let mut stderr = BufReader::new(trace.0.stderr.take().unwrap());
+    let addr = metrics_address(&mut stderr);
+    let mut note = String::new();
+    stderr.read_line(&mut note).unwrap();
+    assert!(note.contains("tracing"), "{note}");
+    let copied = |addr: &str| sum_of(&get(addr, "/metrics"), "snapshot_cow_copied_bytes_total", "comm=\"cowexit\"") as u64;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|scope| {
+        // Scrapes as fast as they are answered, while processes exit: each
+        // scrape reads the ring and the process table at some point of an exit.
+        let scraper = scope.spawn(|| {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(copied(&addr));
+            }
+            seen
+        });
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    for _ in 0..40 {
+                        let status = Command::new(&work)
+                            .args(["workload", "--pages", "64", "--forks", "1", "--no-pagemap"])
+                            .stdout(Stdio::null())
+                            .status()
+                            .expect("running the workload");
+                        assert!(status.success(), "workload: {status}");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("a workload thread");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        scraper.join().expect("the scraping thread")
+    });
+    let last = copied(&addr);
+    // SAFETY: kill sends a signal to the tracer this test started.
+    assert_eq!(unsafe { libc::kill(trace.0.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.0.wait().unwrap().success());
+    let traced: u64 = json(&report)["processes"].as_array().unwrap().iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    assert!(seen.len() > 10, "only {} scrapes while the processes ran", seen.len());
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the counter went down: {seen:?}");
+    assert!(traced >= 120 * 64 * 4096, "every run copied its pages: {traced}");
+    assert_eq!(last, traced, "--metrics copied bytes vs the JSON report after {} scrapes", seen.len());
+}
+
+#[test]
+fn a_taken_port_fails_before_anything_is_loaded() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+    let addr = taken.local_addr().unwrap().to_string();
+    // A process table size the loader refuses: were the programs loaded
+    // first, this would be the error.
+    let out = Command::new(SNAPSHOT)
+        .args(["exporter", "--listen", &addr])
+        .env("SNAPSHOT_PROCS_TABLE", "none")
+        .output()
+        .expect("running snapshot exporter");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{addr}: cannot serve metrics there")), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(!stderr.contains("SNAPSHOT_PROCS_TABLE"), "{stderr}");
 }

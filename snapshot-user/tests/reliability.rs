@@ -412,3 +412,75 @@ fn the_tests_never_leave_a_tracer_running() {
     }
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+#[test]
+fn exits_lost_to_a_full_ring_are_found_and_reported() {
+    if !privileged("exits_lost_to_a_full_ring_are_found_and_reported") {
+        return;
+    }
+    const RUNS: usize = 40;
+    const PAGES: u64 = 16;
+    let dir = temp_dir();
+    let work = named(&dir, "cowlost", SNAPSHOT);
+    let report = path(&dir, "r.json");
+    // One page of ring: a few final records fill it.
+    let tracer = start_tracer_with(
+        Command::new(SNAPSHOT)
+            .env("SNAPSHOT_RING_BYTES", "4096")
+            .args(["trace", "--comm", "cowlost", "--json", report.to_str().unwrap()])
+            .stdout(Stdio::piped()),
+    );
+    // Stopped, the tracer reads nothing while the processes exit.
+    signal(tracer.id(), libc::SIGSTOP);
+    for _ in 0..RUNS {
+        let out = Command::new(&work)
+            .args(["workload", "--pages", &PAGES.to_string(), "--forks", "1", "--no-pagemap"])
+            .output()
+            .expect("running the workload");
+        assert!(out.status.success(), "workload: {}", text(&out.stderr));
+    }
+    signal(tracer.id(), libc::SIGCONT);
+    signal(tracer.id(), libc::SIGINT);
+    let out = tracer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = json(&report);
+    let processes = report["processes"].as_array().unwrap();
+    let ours: Vec<_> = processes.iter().filter(|p| p["comm"] == "cowlost").collect();
+    assert_eq!(ours.len(), 2 * RUNS, "each run's parent and child, once: {report:#}");
+    let live: Vec<_> = ours.iter().filter(|p| p["exited"] != true).collect();
+    assert!(live.is_empty(), "every one has exited, none is live: {live:#?}");
+    let health = &report["health"];
+    let lost = health["ring_full"].as_u64().unwrap();
+    let found = health["exited_in_table"].as_u64().unwrap_or_else(|| panic!("no exited_in_table: {health:#}"));
+    assert!(found > 0 && found <= lost, "records lost {lost}, exited processes found in the table {found}: {health:#}");
+    // Their counts stayed in the table: nothing copied is lost.
+    let copied: u64 = ours.iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    assert!(copied >= RUNS as u64 * PAGES * 4096, "{copied} bytes copied by {RUNS} runs of {PAGES} pages");
+}
+
+#[test]
+fn a_zombie_traced_by_pid_is_reported_as_exited() {
+    if !privileged("a_zombie_traced_by_pid_is_reported_as_exited") {
+        return;
+    }
+    let dir = temp_dir();
+    let report = path(&dir, "r.json");
+    // Not waited for until the trace is over: a zombie of this process.
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    let state = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().rsplit(") ").next().unwrap().chars().next();
+    while state() != Some('Z') {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = snapshot(&["trace", "-p", &pid.to_string(), "--json", report.to_str().unwrap()]);
+    zombie.wait().unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report = json(&report);
+    let process = report["processes"].as_array().unwrap().iter().find(|p| p["pid"] == pid).cloned();
+    let process = process.unwrap_or_else(|| panic!("pid {pid} not reported: {report:#}"));
+    assert_eq!(process["exited"], true, "{process:#}");
+    assert_eq!(report["health"]["exited_in_table"], 1, "{:#}", report["health"]);
+    let row = err.lines().find(|l| l.split_whitespace().next() == Some(&pid.to_string())).unwrap_or_default();
+    assert!(row.contains("true") && !row.contains("(live)"), "{err}");
+}

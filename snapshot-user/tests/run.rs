@@ -566,9 +566,66 @@ fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    assert!(run.wait().unwrap().success());
+    // Interrupted: 128 + SIGINT, as a shell reports it, after the report.
+    assert_eq!(run.wait().unwrap().code(), Some(130));
     let all = lines(&json);
     assert!(of_type(&all, "snapshot").iter().all(|s| s["method"] == "fork"), "redirect snapshotted: {all:?}");
     // One row left: no comparison, as for a single method.
     assert!(of_type(&all, "comparison").is_empty(), "{:?}", of_type(&all, "comparison"));
+}
+
+/// The second method's store dies under it: the run shows the first one's
+/// row, says which method failed, and does not exit 0.
+#[test]
+fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
+    if !privileged("a_method_that_fails_shows_the_methods_before_it_and_fails") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "3"])
+        .args(["--method", "fork,redirect", "--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let second = loop {
+        let text = std::fs::read_to_string(&json).unwrap_or_default();
+        let settings: Vec<Value> =
+            text.lines().filter(|l| l.contains("\"type\":\"setting\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+        if settings.len() == 2 {
+            break settings[1].clone();
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before its second method");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let store = u(&second, "pid") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(store), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).expect("reading the run's output");
+            text
+        })
+    };
+    let stdout = read(Box::new(run.0.stdout.take().unwrap()));
+    let stderr = read(Box::new(run.0.stderr.take().unwrap()));
+    let status = run.0.wait().unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the redirect method under 4k pages failed; the comparison shows the runs before it"),
+        "{stderr}"
+    );
+    let all = lines(&json);
+    let comparison = of_type(&all, "comparison");
+    assert_eq!(comparison.len(), 1, "{all:?}");
+    let rows = comparison[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["method"].as_str().unwrap()).collect::<Vec<_>>(), ["fork"], "{rows:?}");
+    assert!(u(&rows[0], "snapshots") > 0, "{rows:?}");
+    assert!(stdout.lines().any(|l| l.split_whitespace().any(|w| w == "fork")) && stdout.contains("METHOD"), "{stdout}");
 }

@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -41,8 +41,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // Installed before anything is reserved or started: a signal at any point
     // unwinds, so the huge pages go back and the store is stopped.
     let stop = Arc::new(AtomicBool::new(false));
+    // The signal that stopped the run: its status is 128 + it, as a shell's.
+    let caught = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+        signal_hook::flag::register_usize(signal, caught.clone(), signal as usize)
+            .context("installing the Ctrl-C handler")?;
     }
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let metrics = args.metrics.map(sinks::metrics::serve).transpose().context("--metrics")?;
@@ -56,8 +60,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     'modes: for mode in modes {
         for &method in &args.method {
             let outcome = workload(&args, mode, method, &mut sinks, &stop, metrics.as_ref());
-            // The screen is restored before an error is printed.
-            let (setting, end, summaries) = outcome.inspect_err(|_| sinks.clear())?;
+            let (setting, end, summaries) = match outcome {
+                Ok(outcome) => outcome,
+                Err(error) => return Err(failed(error, &rows, &mut sinks, tui, method, mode)),
+            };
             let observed = setting.pages_observed.clone().unwrap_or_default();
             let pages = mode.map_or("server's", PagesMode::name);
             let stopped = stop.load(Ordering::Relaxed);
@@ -74,19 +80,52 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     if rows.len() > 1 {
-        let comparison = compare::Comparison { kind: "comparison", rows };
-        for sink in &mut sinks {
-            sink.compare(&comparison)?;
-        }
-        if tui {
-            drop(sinks);
-            println!("{}", sinks::lines::comparison_table(&comparison));
-        }
+        compare_all(rows, sinks, tui)?;
     } else if tui {
         drop(sinks);
         println!("{}", sinks::lines::table(&last));
     }
-    Ok(ExitCode::SUCCESS)
+    // Keys on the live screen (q, Ctrl-C in raw mode) end it as top's q does: 0.
+    Ok(match caught.load(Ordering::Relaxed) {
+        0 => ExitCode::SUCCESS,
+        signal => ExitCode::from(128 + signal as u8),
+    })
+}
+
+/// Shows the rows side by side (every sink; the screen's after it is closed).
+fn compare_all(rows: Vec<compare::Row>, mut sinks: Vec<Box<dyn Sink>>, tui: bool) -> Result<()> {
+    let comparison = compare::Comparison { kind: "comparison", rows };
+    for sink in &mut sinks {
+        sink.compare(&comparison)?;
+    }
+    if tui {
+        // The screen is restored before the table is printed.
+        drop(sinks);
+        println!("{}", sinks::lines::comparison_table(&comparison));
+    }
+    Ok(())
+}
+
+/// A workload failed: what the ones before it measured is shown, and the
+/// error says which one failed.
+fn failed(
+    error: anyhow::Error,
+    rows: &[compare::Row],
+    sinks: &mut Vec<Box<dyn Sink>>,
+    tui: bool,
+    method: Method,
+    mode: Option<PagesMode>,
+) -> anyhow::Error {
+    let taken = std::mem::take(sinks);
+    let pages = mode.map_or("the server's", PagesMode::name);
+    let shown = match rows.is_empty() {
+        true => Ok(String::new()),
+        false => compare_all(rows.to_vec(), taken, tui).map(|()| "; the comparison shows the runs before it".into()),
+    };
+    match shown {
+        Ok(shown) => error.context(format!("the {} method under {pages} pages failed{shown}", method.name())),
+        Err(e) => error.context(format!("the {} method under {pages} pages failed (and the comparison: {e:#})", method.name())),
+    }
 }
 
 /// One workload against one server: start it (or connect), load, drive,

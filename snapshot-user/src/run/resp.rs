@@ -1,5 +1,13 @@
 //! A small RESP2 client: commands out (pipelined), replies in. Enough for the
 //! load generator and for INFO/BGSAVE; it talks to any Redis-compatible server.
+//!
+//! Why not a crate: `redis` is a whole client (connection manager, its own
+//! value and error types, many dependencies) for five reply kinds read from a
+//! blocking socket; `redis-protocol` does only the framing, over `bytes`
+//! buffers that a blocking reader would still have to fill and resize, so the
+//! reading code here would stay and the parser (two short functions, checked
+//! against a real redis-server below) would only move; it is not in the
+//! offline crate cache either. (LZF: see snapshot-store/src/rdb/lzf.rs.)
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},

@@ -76,8 +76,7 @@ impl Tracer {
     }
 
     pub fn read(&mut self) -> Result<View> {
-        self.collector.drain(&mut self.ring);
-        let report = self.collector.report(&mut self.loaded, self.started.elapsed().as_secs_f64())?;
+        let report = self.collector.report(&mut self.loaded, &mut self.ring, self.started.elapsed().as_secs_f64())?;
         if let Some(metrics) = &self.metrics {
             crate::metrics::lock(metrics)?.update(&report);
         }
