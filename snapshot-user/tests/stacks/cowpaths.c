@@ -4,8 +4,10 @@
  * forks, and while the child waits it rewrites: write_three() 3N anonymous
  * pages, write_one() N anonymous pages, write_file() the N file pages. It
  * prints one JSON line with the pages whose frame changed across those
- * writes (from /proc/self/pagemap: needs root), the ground truth:
- *   {"pid":P,"three":A,"one":B,"file":C}
+ * writes (from /proc/self/pagemap: needs root), the ground truth, and
+ * whether the kernel let it name write_one()'s pages "cowpaths-one"
+ * (prctl PR_SET_VMA_ANON_NAME, CONFIG_ANON_VMA_NAME):
+ *   {"pid":P,"three":A,"one":B,"file":C,"named":0|1}
  * Build with -O0 -fno-omit-frame-pointer so the kernel can walk the whole
  * stack (at -O1 GCC gives these leaf functions no frame of their own).
  * Usage: cowpaths FILE N */
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,6 +82,7 @@ int main(int argc, char **argv) {
 	if (file == MAP_FAILED)
 		die("mapping the file");
 	memset(anon, 9, 4 * n * page);
+	int named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, anon + 3 * n * page, n * page, "cowpaths-one") == 0;
 	memset(file, 9, n * page);
 	uint64_t *before = calloc(5 * n, sizeof *before), *after = calloc(5 * n, sizeof *after);
 	int gate[2];
@@ -106,7 +110,8 @@ int main(int argc, char **argv) {
 	close(gate[1]);
 	if (waitpid(child, NULL, 0) != child)
 		die("waitpid");
-	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld}\n", getpid(), changed(before, after, 3 * n),
-	       changed(before + 3 * n, after + 3 * n, n), changed(before + 4 * n, after + 4 * n, n));
+	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld,\"named\":%d}\n", getpid(),
+	       changed(before, after, 3 * n), changed(before + 3 * n, after + 3 * n, n),
+	       changed(before + 4 * n, after + 4 * n, n), named);
 	return 0;
 }
