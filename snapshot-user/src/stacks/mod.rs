@@ -103,7 +103,7 @@ pub struct CodePath {
     pub frames: Vec<String>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct MappingCopies {
     /// `[heap]`, `[stack]`, `[anon START-END]`, `[anon:NAME]`, a file's path,
     /// `[unknown]`, or `[N other mappings]` (those past the top ones).
@@ -144,6 +144,8 @@ pub struct Recorder {
     /// at the end in the layout of their nearest known ancestor, which a
     /// forked child shares until it maps more.
     orphans: HashMap<u32, Vec<(u64, Tally)>>,
+    /// Kept across reports: `snapshot run` asks for one every interval.
+    names: symbols::Names,
 }
 
 impl Recorder {
@@ -165,6 +167,13 @@ impl Recorder {
 
     /// The code paths and mappings of everything recorded, named.
     pub fn finish(mut self, loaded: &Loaded, report: &Report) -> Result<StacksReport> {
+        self.report(loaded, report)
+    }
+
+    /// The code paths and mappings of everything recorded so far, named.
+    /// Addresses of processes gone before their maps were read are settled
+    /// in their ancestor's layout now.
+    pub fn report(&mut self, loaded: &Loaded, report: &Report) -> Result<StacksReport> {
         let parents: HashMap<u32, u32> = report.processes.iter().map(|p| (p.pid, p.ppid)).collect();
         let comms: HashMap<u32, String> = report.processes.iter().map(|p| (p.pid, p.comm.clone())).collect();
         for (tgid, addresses) in std::mem::take(&mut self.orphans) {
@@ -191,7 +200,6 @@ impl Recorder {
         let counts: BpfHashMap<&MapData, StackKey, StackCount> =
             BpfHashMap::try_from(loaded.ebpf.map("STACK_COPIES").context("no STACK_COPIES map")?)?;
         let traces = StackTraceMap::try_from(loaded.ebpf.map("STACKS").context("no STACKS map")?)?;
-        let mut names = symbols::Names::new();
         let mut merged: BTreeMap<(u32, Vec<String>), Tally> = BTreeMap::new();
         for entry in counts.iter() {
             let (key, count) = entry.context("reading STACK_COPIES")?;
@@ -200,7 +208,7 @@ impl Recorder {
                 Ok(id) => match traces.get(&id, 0) {
                     Ok(trace) => {
                         let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                        names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
+                        self.names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
                     }
                     Err(_) => vec!["[stack lost]".to_string()],
                 },
@@ -251,7 +259,7 @@ impl Recorder {
 
 /// Keeps the first `top` of `mappings` (sorted, most bytes first) and sums
 /// the rest into one row.
-fn cap(mappings: &mut Vec<MappingCopies>, top: usize) {
+pub(crate) fn cap(mappings: &mut Vec<MappingCopies>, top: usize) {
     if mappings.len() <= top + 1 {
         return;
     }

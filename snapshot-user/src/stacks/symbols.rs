@@ -1,6 +1,6 @@
 //! Function names for user stack frames, with blazesym, from the files the
 //! frames point into (so processes that have exited resolve too).
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::{Elf, Source}};
 
@@ -21,10 +21,13 @@ pub struct Names {
     cache: HashMap<(FileId, u64), String>,
 }
 
-impl Names {
-    pub fn new() -> Names {
+impl Default for Names {
+    fn default() -> Names {
         Names { symbolizer: Symbolizer::new(), files: HashMap::new(), cache: HashMap::new() }
     }
+}
+
+impl Names {
 
     /// Names of `ips` (innermost first) in the address space `layout`.
     pub fn frames(&mut self, layout: Option<&Layout>, ips: &[u64]) -> Vec<String> {
@@ -120,7 +123,7 @@ mod tests {
         let layout = Layout::read(std::process::id()).expect("own maps");
         let here = each_file_is_opened_once_for_all_its_frames as *const () as u64;
         let other = only_the_mapped_file_itself_is_read as *const () as u64;
-        let mut names = Names::new();
+        let mut names = Names::default();
         let frames = names.frames(Some(&layout), &[here, other + 1, here + 2]);
         assert!(frames[0].contains("each_file_is_opened_once_for_all_its_frames"), "{frames:?}");
         assert!(frames[1].contains("only_the_mapped_file_itself_is_read"), "{frames:?}");
