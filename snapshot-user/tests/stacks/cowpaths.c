@@ -12,45 +12,12 @@
  * stack (at -O1 GCC gives these leaf functions no frame of their own).
  * Usage: cowpaths FILE N */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define PROGRAM "cowpaths"
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-static long page;
-
-static void die(const char *what) {
-	fprintf(stderr, "cowpaths: %s: %s\n", what, strerror(errno));
-	exit(2);
-}
-
-/* Frame numbers of n pages from p. */
-static void frames(const char *p, long n, uint64_t *out) {
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	if (fd < 0)
-		die("opening pagemap");
-	for (long i = 0; i < n; i++) {
-		uint64_t e;
-		off_t at = ((uintptr_t)p / page + i) * sizeof e;
-		if (pread(fd, &e, sizeof e, at) != sizeof e)
-			die("reading pagemap");
-		out[i] = e & ((1ULL << 55) - 1);
-	}
-	close(fd);
-}
-
-static long changed(const uint64_t *before, const uint64_t *after, long n) {
-	long c = 0;
-	for (long i = 0; i < n; i++)
-		c += before[i] != after[i];
-	return c;
-}
+#include "pagemap.h"
 
 /* Not static, so the compiler keeps their names. Each writes one byte per
  * page: one copy per page while the child shares them. */

@@ -13,40 +13,18 @@
  * Build with -O0 -fno-omit-frame-pointer -pthread.
  * Usage: takeback FILE N ROUNDS */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
+#define PROGRAM "takeback"
 #include <pthread.h>
 #include <sched.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-static long page, n, rounds;
+#include "pagemap.h"
+
+static long n, rounds;
 static int fd;
 static char *anon;
 static pthread_barrier_t start;
-
-static void die(const char *what) {
-	fprintf(stderr, "takeback: %s: %s\n", what, strerror(errno));
-	exit(2);
-}
-
-static void frames(const char *p, long count, uint64_t *out) {
-	int map = open("/proc/self/pagemap", O_RDONLY);
-	if (map < 0)
-		die("opening pagemap");
-	for (long i = 0; i < count; i++) {
-		uint64_t e;
-		if (pread(map, &e, sizeof e, ((uintptr_t)p / page + i) * sizeof e) != sizeof e)
-			die("reading pagemap");
-		out[i] = e & ((1ULL << 55) - 1);
-	}
-	close(map);
-}
 
 /* Both threads run on the CPU the process started on. */
 static void pin(void) {
@@ -135,9 +113,6 @@ int main(int argc, char **argv) {
 	close(gate[1]);
 	if (waitpid(child, NULL, 0) != child)
 		die("waitpid");
-	long changed = 0;
-	for (long i = 0; i < n; i++)
-		changed += before[i] != after[i];
-	printf("{\"pid\":%d,\"anon\":%ld,\"file_writes\":%ld}\n", getpid(), changed, writes);
+	printf("{\"pid\":%d,\"anon\":%ld,\"file_writes\":%ld}\n", getpid(), changed(before, after, n), writes);
 	return 0;
 }
