@@ -18,9 +18,12 @@ server=""
 cleanup() { [[ -n $server ]] && kill "$server" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-shot() { # shot SVG PNG
+shot() { # shot SVG PNG: the whole graph (its height grows with the deepest stack), at most 1400 px
+    local height
+    height=$(grep -o 'height="[0-9]*"' "$1" | head -1 | tr -dc 0-9)
+    height=$(( ${height:-700} > 1400 ? 1400 : ${height:-700} ))
     chromium --headless --no-sandbox --disable-gpu --no-first-run --hide-scrollbars \
-        --user-data-dir="$TMP/profile" --window-size=1200,700 --screenshot="$2" "file://$1" 2>/dev/null
+        --user-data-dir="$TMP/profile" --window-size="1200,$height" --screenshot="$2" "file://$1" 2>/dev/null
 }
 
 graph_store() { # 400k keys, a SET load, a BGSAVE while it runs
@@ -43,8 +46,10 @@ graph_store() { # 400k keys, a SET load, a BGSAVE while it runs
 }
 
 graph_python() { # a forked Python worker that only reads; prints its copies by mapping
+    # The interpreter itself, not a wrapper script in front of it (pyenv's shim is bash).
+    PYTHON=$(python3 -c 'import sys; print(sys.executable)')
     "$SNAP" trace --stacks --flamegraph "$TMP/python.svg" --by-mapping -o "$TMP/python.txt" \
-        -- python3 "$HERE/scripts/fork-worker.py"
+        -- "$PYTHON" "$HERE/scripts/fork-worker.py"
     sed -n '/copies by mapping:/,$p' "$TMP/python.txt"
     shot "$TMP/python.svg" "$HERE/docs/flame-python-fork.png"
 }

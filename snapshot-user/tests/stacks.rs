@@ -213,12 +213,14 @@ fn forked_python_reader_copies_heap_and_arenas() {
     let total = u(&process["cow_copies"]);
     assert!(total > 1000, "a reader of 300000 objects copies thousands of pages: {process:#}");
     assert_eq!(names.values().sum::<u64>(), total, "{names:?}");
-    let mut ranked: Vec<(&String, &u64)> = names.iter().collect();
+    // Past the top 12, the rows are summed in one: the ranking is of those listed.
+    let mut ranked: Vec<(&String, &u64)> = names.iter().filter(|(n, _)| !n.ends_with(" other mappings]")).collect();
     ranked.sort_by(|a, b| b.1.cmp(a.1));
+    assert!(ranked.len() <= 12, "more rows than the cap: {ranked:?}");
     let arena = |name: &str| name == "[heap]" || name.starts_with("[anon");
     assert!(arena(ranked[0].0), "top mapping {ranked:?}");
-    let arenas: u64 = names.iter().filter(|(n, _)| arena(n)).map(|(_, c)| c).sum();
-    assert!(arenas * 10 >= total * 9, "heap and arenas hold {arenas} of {total}: {ranked:?}");
+    let elsewhere: u64 = ranked.iter().filter(|(n, _)| !arena(n)).map(|(_, c)| **c).sum();
+    assert!(elsewhere * 10 <= total, "{elsewhere} of {total} copies listed outside the heap and arenas: {ranked:?}");
 }
 
 /// A copy taken back (a private file page copied from the page cache: a file
