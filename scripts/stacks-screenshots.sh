@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# scripts/stacks-screenshots.sh: the two flame graphs in the README, made again.
-#   1. `snapshot serve` under a SET load while BGSAVE forks (the store's copies);
-#   2. a forked Python worker that only reads a big object graph.
+# scripts/stacks-screenshots.sh [store] [python]: the two flame graphs in the
+# README, made again (both when no argument names one):
+#   store:  `snapshot serve` under a SET load while BGSAVE forks (the store's
+#           copies) -> docs/flame-store-bgsave.png;
+#   python: a forked Python worker that only reads a big object graph
+#           (scripts/fork-worker.py) -> docs/flame-python-fork.png.
 # Each SVG is drawn by `snapshot trace --stacks --flamegraph` and screenshotted
 # with headless chromium into docs/. Needs root, redis-tools, python3, chromium.
 # Environment: SNAP (default target/release/snapshot), PORT (7301).
@@ -15,37 +18,47 @@ server=""
 cleanup() { [[ -n $server ]] && kill "$server" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-shot() { # shot SVG PNG
+shot() { # shot SVG PNG: the whole graph (its height grows with the deepest stack), at most 1400 px
+    local height
+    height=$(grep -o 'height="[0-9]*"' "$1" | head -1 | tr -dc 0-9)
+    height=$(( ${height:-700} > 1400 ? 1400 : ${height:-700} ))
     chromium --headless --no-sandbox --disable-gpu --no-first-run --hide-scrollbars \
-        --user-data-dir="$TMP/profile" --window-size=1200,700 --screenshot="$2" "file://$1" 2>/dev/null
+        --user-data-dir="$TMP/profile" --window-size="1200,$height" --screenshot="$2" "file://$1" 2>/dev/null
 }
 
-# 1. The store: 400k keys, a SET load, a BGSAVE while it runs.
-"$SNAP" serve --port "$PORT" --dir "$TMP" --save "" >"$TMP/serve.log" 2>&1 &
-server=$!
-until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
-redis-cli -p "$PORT" debug populate 400000 key 256 >/dev/null
-"$SNAP" trace --pid "$server" --stacks --flamegraph "$TMP/store.svg" -o "$TMP/store.txt" &
-tracer=$!
-sleep 1
-redis-benchmark -p "$PORT" -t set -r 400000 -n 400000 -P 16 -q >/dev/null &
-load=$!
-sleep 0.3
-redis-cli -p "$PORT" bgsave >/dev/null
-wait "$load"
-sleep 1
-kill -INT "$tracer"
-wait "$tracer" || true
-shot "$TMP/store.svg" "$HERE/docs/flame-store-bgsave.png"
+graph_store() { # 400k keys, a SET load, a BGSAVE while it runs
+    "$SNAP" serve --port "$PORT" --dir "$TMP" --save "" >"$TMP/serve.log" 2>&1 &
+    server=$!
+    until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+    redis-cli -p "$PORT" debug populate 400000 key 256 >/dev/null
+    "$SNAP" trace --pid "$server" --stacks --flamegraph "$TMP/store.svg" -o "$TMP/store.txt" &
+    tracer=$!
+    sleep 1
+    redis-benchmark -p "$PORT" -t set -r 400000 -n 400000 -P 16 -q >/dev/null &
+    load=$!
+    sleep 0.3
+    redis-cli -p "$PORT" bgsave >/dev/null
+    wait "$load"
+    sleep 1
+    kill -INT "$tracer"
+    wait "$tracer" || true
+    shot "$TMP/store.svg" "$HERE/docs/flame-store-bgsave.png"
+}
 
-# 2. A forked Python worker that only reads.
-"$SNAP" trace --stacks --flamegraph "$TMP/python.svg" -o "$TMP/python.txt" -- python3 -c '
-import os
-graph = [{"k": i, "v": [i, str(i)]} for i in range(300000)]
-pid = os.fork()
-if pid == 0:
-    sum(d["k"] + len(d["v"][1]) for d in graph)
-    os._exit(0)
-os.waitpid(pid, 0)'
-shot "$TMP/python.svg" "$HERE/docs/flame-python-worker.png"
+graph_python() { # a forked Python worker that only reads; prints its copies by mapping
+    # The interpreter itself, not a wrapper script in front of it (pyenv's shim is bash).
+    PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+    "$SNAP" trace --stacks --flamegraph "$TMP/python.svg" --by-mapping -o "$TMP/python.txt" \
+        -- "$PYTHON" "$HERE/scripts/fork-worker.py"
+    sed -n '/copies by mapping:/,$p' "$TMP/python.txt"
+    shot "$TMP/python.svg" "$HERE/docs/flame-python-fork.png"
+}
+
+[[ $# -gt 0 ]] || set -- store python
+for what in "$@"; do
+    case $what in
+    store | python) "graph_$what" ;;
+    *) echo "stacks-screenshots.sh: no graph named '$what' (store, python)" >&2; exit 2 ;;
+    esac
+done
 ls -l "$HERE"/docs/flame-*.png

@@ -74,7 +74,7 @@ fn on_alloc<C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
     if split {
-        uncount_copy(stats, cfg!(huge_order), unsafe { (*pending).charged });
+        uncount_copy(stats, pending, cfg!(huge_order), unsafe { (*pending).charged });
     }
     if zero {
         // The write replaced the shared zero page: a fill, not a copy.
@@ -82,7 +82,7 @@ fn on_alloc<C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64) {
         return;
     }
     let charged = record_copy(stats, order as u32);
-    stacks::on_copy(ctx, tgid, address, 1 << (cfg!(page_shift) + order as u32));
+    stacks::on_copy(ctx, pending, tgid, address, 1 << (cfg!(page_shift) + order as u32));
     // Kept until the fault is over: `rss_stat` may show the page was page cache.
     unsafe {
         (*pending).copied = order as u32 + 1;

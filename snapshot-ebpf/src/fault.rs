@@ -86,6 +86,7 @@ fn on_fault(address: u64, error_code: u64) {
         (*pending).faults = finished_faults();
         (*pending).kind = kind;
         (*pending).copied = 0;
+        (*pending).last.bytes = 0;
     }
 }
 

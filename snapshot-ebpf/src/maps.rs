@@ -63,6 +63,8 @@ pub struct Pending {
     /// Not-present write: the fault moved `MM_ANONPAGES` / `MM_SWAPENTS`.
     pub anon: u32,
     pub swap: u32,
+    /// `--stacks`: the copy this fault recorded, for a take-back.
+    pub last: crate::stacks::LastCopy,
 }
 
 /// A write to a present page: a COW candidate.
@@ -155,19 +157,20 @@ pub fn record_copy(stats: *mut ProcStats, order: u32) -> u64 {
 /// the page copied was page cache, which a private file mapping copies with
 /// or without a fork. It is a file copy instead.
 #[inline(always)]
-pub fn file_copy_after_all(stats: *mut ProcStats, order: u32, charged: u64) {
-    uncount_copy(stats, order, charged);
+pub fn file_copy_after_all(stats: *mut ProcStats, pending: *mut Pending, order: u32, charged: u64) {
+    uncount_copy(stats, pending, order, charged);
     unsafe { add(&raw mut (*stats).file_copies, 1) };
 }
 
-/// Takes back a copy counted by [`record_copy`] and charged to `charged`.
+/// Takes back a copy counted by [`record_copy`] and charged to `charged`,
+/// made in the current thread's fault `pending`.
 #[inline(always)]
-pub fn uncount_copy(stats: *mut ProcStats, order: u32, charged: u64) {
+pub fn uncount_copy(stats: *mut ProcStats, pending: *mut Pending, order: u32, charged: u64) {
     let bytes = 1u64 << (cfg!(page_shift) + order);
     let slot = if (order as usize) < ORDERS { order as usize } else { ORDERS - 1 };
     unsafe {
         add(&raw mut (*stats).copies_by_order[slot], u64::MAX);
-        crate::stacks::take_back((*stats).tgid, bytes);
+        crate::stacks::take_back(pending, (*stats).tgid, bytes);
     }
     if !charge_fork(charged, bytes.wrapping_neg(), u64::MAX) {
         if let Some(p) = COUNTERS.get_ptr_mut(counter::UNATTRIBUTED) {

@@ -51,7 +51,7 @@ fn on_rss(member: u64) {
         }
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         if let Some(stats) = PROCS.get_ptr_mut(tgid) {
-            file_copy_after_all(stats, (*pending).copied - 1, (*pending).charged);
+            file_copy_after_all(stats, pending, (*pending).copied - 1, (*pending).charged);
         }
         (*pending).copied = 0;
     }

@@ -7,14 +7,14 @@
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use snapshot_common::{CopyAddr, StackCount, StackKey, counter};
 
 use crate::{
     kernel::cfg,
-    maps::{add, count},
+    maps::{Pending, add, count},
 };
 
 /// User stacks by id. Sized by the loader (`--stacks`) or one entry.
@@ -29,23 +29,27 @@ pub static STACK_COPIES: HashMap<StackKey, StackCount> = HashMap::with_max_entri
 #[map]
 pub static COPY_ADDRS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// The last copy recorded on this CPU, so a copy taken back inside the same
-/// fault (page cache after all, a THP split) is taken back from its stack too.
-#[map]
-static LAST: PerCpuArray<Last> = PerCpuArray::with_max_entries(1, 0);
-
+/// The copy a thread's pending fault recorded, kept in that thread's
+/// [`Pending`] so a copy taken back later in the same fault (page cache after
+/// all, a THP split) is taken back from its own stack. A per-CPU record would
+/// name another thread's copy once the fault slept, was preempted or moved
+/// to another CPU between the copy and the take-back.
 #[repr(C)]
-struct Last {
-    key: StackKey,
-    address: u64,
-    bytes: u64,
+#[derive(Clone, Copy, Default)]
+pub struct LastCopy {
+    pub address: u64,
+    /// 0 once taken back (or when the fault recorded none).
+    pub bytes: u64,
+    pub stack_id: i32,
+    _pad: u32,
 }
 
 const BPF_NOEXIST: u64 = 1;
 
-/// A copy of `bytes` at `address` by the current thread of `tgid`.
+/// A copy of `bytes` at `address` by the current thread of `tgid`, made in
+/// the fault `pending` describes.
 #[inline(always)]
-pub fn on_copy<C: StackIdContext>(ctx: &C, tgid: u32, address: u64, bytes: u64) {
+pub fn on_copy<C: StackIdContext>(ctx: &C, pending: *mut Pending, tgid: u32, address: u64, bytes: u64) {
     if cfg!(stacks) == 0 {
         return;
     }
@@ -58,29 +62,23 @@ pub fn on_copy<C: StackIdContext>(ctx: &C, tgid: u32, address: u64, bytes: u64) 
         count(counter::STACKS_DROPPED);
     }
     send(tgid, address, 1, bytes);
-    if let Some(last) = LAST.get_ptr_mut(0) {
-        unsafe {
-            (*last).key = key;
-            (*last).address = address;
-            (*last).bytes = bytes;
-        }
-    }
+    unsafe { (*pending).last = LastCopy { address, bytes, stack_id, _pad: 0 } };
 }
 
-/// The copy just recorded in `tgid` was not one after all.
+/// The copy the current thread of `tgid` recorded in its pending fault was
+/// not one after all.
 #[inline(always)]
-pub fn take_back(tgid: u32, bytes: u64) {
+pub fn take_back(pending: *mut Pending, tgid: u32, bytes: u64) {
     if cfg!(stacks) == 0 {
         return;
     }
-    let Some(last) = LAST.get_ptr_mut(0) else { return };
-    let (key, address) = unsafe { ((*last).key, (*last).address) };
-    if key.tgid != tgid || unsafe { (*last).bytes } != bytes {
+    let last = unsafe { (*pending).last };
+    if last.bytes != bytes {
         return;
     }
-    unsafe { (*last).bytes = 0 };
-    count_stack(&key, u64::MAX, bytes.wrapping_neg());
-    send(tgid, address, -1, bytes);
+    unsafe { (*pending).last.bytes = 0 };
+    count_stack(&StackKey { tgid, stack_id: last.stack_id }, u64::MAX, bytes.wrapping_neg());
+    send(tgid, last.address, -1, bytes);
 }
 
 #[inline(always)]

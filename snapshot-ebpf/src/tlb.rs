@@ -55,6 +55,6 @@ fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
         let Some(stats) = PROCS.get_ptr_mut(tgid) else { return };
         (*pending).flushed = 1;
         (*pending).charged = record_copy(stats, order);
-        stacks::on_copy(ctx, tgid, (*pending).address, bytes);
+        stacks::on_copy(ctx, pending, tgid, (*pending).address, bytes);
     }
 }

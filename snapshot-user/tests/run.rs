@@ -629,3 +629,44 @@ fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
     assert!(u(&rows[0], "snapshots") > 0, "{rows:?}");
     assert!(stdout.lines().any(|l| l.split_whitespace().any(|w| w == "fork")) && stdout.contains("METHOD"), "{stdout}");
 }
+
+/// `--stacks`: every interval names who copies. The store's own functions
+/// head its code paths, and whenever no copy happened between two samples
+/// (no snapshot child shares pages), the mappings' bytes are the total.
+#[test]
+fn stacks_name_the_stores_code_paths_and_mappings_live() {
+    if !privileged("stacks_name_the_stores_code_paths_and_mappings_live") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let out = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "20000", "--rate", "4000", "--every", "2", "--warmup", "1", "--duration", "7"])
+        .args(["--interval", "500ms", "--no-tui", "--stacks", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "snapshot run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let all = lines(&json);
+    let intervals = of_type(&all, "interval");
+    assert!(of_type(&all, "snapshot").len() >= 2, "{all:#?}");
+    assert!(intervals.iter().all(|i| i["stacks"].is_object()), "an interval without stacks");
+    let mapped = |i: &Value| -> u64 { i["stacks"]["top_mappings"].as_array().unwrap().iter().map(|m| u(m, "bytes")).sum() };
+    let quiet: Vec<_> = intervals
+        .windows(2)
+        .filter(|w| u(w[0], "cow_bytes_total") > 0 && u(w[0], "cow_bytes_total") == u(w[1], "cow_bytes_total"))
+        .map(|w| w[0])
+        .collect();
+    assert!(quiet.len() >= 2, "no two samples without copies between them: {intervals:#?}");
+    for i in &quiet {
+        assert_eq!(mapped(i), u(i, "cow_bytes_total"), "{:#}", i["stacks"]);
+    }
+    let last = &intervals.last().unwrap()["stacks"];
+    let server = last["top_paths"].as_array().unwrap().iter().find(|p| p["process"] == "server");
+    let server = server.unwrap_or_else(|| panic!("no server path in {last:#}"));
+    let frames: Vec<&str> = server["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(frames.iter().any(|f| f.contains("snapshot_store::")), "the store's functions in {frames:?}");
+    assert!(stdout.contains("by mapping: [heap]") || stdout.contains("by mapping: [anon "), "{stdout}");
+}

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// Write JSON Lines here: one object per interval, one per snapshot, one at the end.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Show who makes the copies: the top code paths (user stacks) and the
+    /// top mappings of the server's and its snapshot children's copies, in
+    /// every sample. Whole stacks need frame pointers (the store has them).
+    #[arg(long)]
+    pub stacks: bool,
     /// Write an HTML report here at the end (one self-contained file with the charts).
     #[arg(long, value_name = "PATH")]
     pub html: Option<PathBuf>,

@@ -22,6 +22,7 @@ mod predict;
 mod resp;
 pub(crate) mod sample;
 mod sinks;
+mod stacks;
 mod store;
 mod tracer;
 mod watch;
@@ -146,7 +147,7 @@ fn workload(
         (Some(addr), _) => store::connect(addr, args.pid)?,
         (None, mode) => store::start(mode.unwrap_or(PagesMode::Small), method, args.resize_during_snapshot)?,
     };
-    let mut tracer = tracer::Tracer::attach(target.pid)?;
+    let mut tracer = tracer::Tracer::attach(target.pid, args.stacks)?;
     if let Some(metrics) = metrics {
         tracer.publish(metrics.clone())?;
     }

@@ -65,6 +65,9 @@ pub struct Sample {
     pub used_memory_bytes: u64,
     pub mem_available_bytes: u64,
     pub latency: Split,
+    /// `--stacks`: the code paths and mappings of the copies since the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<super::stacks::Stacks>,
 }
 
 /// The snapshot in progress, as far as it got.
@@ -260,6 +263,7 @@ impl Sampler {
             used_memory_bytes: info.num("used_memory").unwrap_or(0),
             mem_available_bytes: mem_available(),
             latency,
+            stacks: view.stacks.clone(),
         };
         let forks = self.forks(&view);
         self.track(&forks, &info, &sample, writes_alive, t_s);

@@ -40,6 +40,8 @@ pub struct View {
     pub forks: Vec<ForkView>,
     /// Records lost to full tables or ring: counts are incomplete when > 0.
     pub lost: u64,
+    /// `--stacks`: who made the copies.
+    pub stacks: Option<super::stacks::Stacks>,
 }
 
 pub struct Tracer {
@@ -50,12 +52,15 @@ pub struct Tracer {
     pid: u32,
     /// `--metrics`: brought up to date at every read.
     metrics: Option<crate::metrics::Shared>,
+    /// `--stacks`: the copies' address ring and what it resolved so far.
+    stacks: Option<(RingBuf<MapData>, crate::stacks::Recorder)>,
 }
 
 impl Tracer {
-    /// Traces `pid` and whatever it forks from now on.
-    pub fn attach(pid: u32) -> Result<Tracer> {
-        let mut loaded = loader::load_all(&Selection::default())?;
+    /// Traces `pid` and whatever it forks from now on; with `stacks`, the
+    /// stack and address of each copy too.
+    pub fn attach(pid: u32, stacks: bool) -> Result<Tracer> {
+        let mut loaded = loader::load_all(&Selection { stacks, ..Selection::default() })?;
         let stat = procfs::process::Process::new(pid as i32)
             .and_then(|p| p.stat())
             .with_context(|| format!("pid {pid}: no such process"))?;
@@ -65,7 +70,14 @@ impl Tracer {
             .insert(pid, ProcStats::new(pid, stat.ppid as u32, comm), 0)
             .with_context(|| format!("tracing pid {pid}"))?;
         let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
-        Ok(Tracer { loaded, ring, collector: Collector::default(), started: Instant::now(), pid, metrics: None })
+        let stacks = match stacks {
+            true => Some((
+                RingBuf::try_from(loaded.ebpf.take_map("COPY_ADDRS").context("no COPY_ADDRS map")?)?,
+                crate::stacks::Recorder::default(),
+            )),
+            false => None,
+        };
+        Ok(Tracer { loaded, ring, collector: Collector::default(), started: Instant::now(), pid, metrics: None, stacks })
     }
 
     /// Publishes every read to `metrics`; what an earlier tracer counted stays.
@@ -80,7 +92,15 @@ impl Tracer {
         if let Some(metrics) = &self.metrics {
             crate::metrics::lock(metrics)?.update(&report);
         }
-        Ok(view(&report, self.pid))
+        let mut view = view(&report, self.pid);
+        if let Some((ring, recorder)) = &mut self.stacks {
+            recorder.drain(ring);
+            let parents: std::collections::HashMap<u32, u32> =
+                report.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+            let stacks = recorder.report(&self.loaded, &report)?;
+            view.stacks = Some(super::stacks::view(&stacks, self.pid, |pid| parents.get(&pid).copied()));
+        }
+        Ok(view)
     }
 }
 

@@ -26,6 +26,9 @@ use procmaps::{Cache, Layout};
 
 /// Code paths kept in the JSON report.
 const TOP_PATHS: usize = 20;
+/// Mappings listed per process; the rest are summed in one row, so a
+/// process with thousands of regions stays readable.
+const TOP_MAPPINGS: usize = 12;
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct StackArgs {
@@ -100,9 +103,10 @@ pub struct CodePath {
     pub frames: Vec<String>,
 }
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct MappingCopies {
-    /// `[heap]`, `[stack]`, `[anon]`, a file's path, `[unknown]`.
+    /// `[heap]`, `[stack]`, `[anon START-END]`, `[anon:NAME]`, a file's path,
+    /// `[unknown]`, or `[N other mappings]` (those past the top ones).
     pub mapping: String,
     pub copies: u64,
     pub bytes: u64,
@@ -140,6 +144,8 @@ pub struct Recorder {
     /// at the end in the layout of their nearest known ancestor, which a
     /// forked child shares until it maps more.
     orphans: HashMap<u32, Vec<(u64, Tally)>>,
+    /// Kept across reports: `snapshot run` asks for one every interval.
+    names: symbols::Names,
 }
 
 impl Recorder {
@@ -161,6 +167,13 @@ impl Recorder {
 
     /// The code paths and mappings of everything recorded, named.
     pub fn finish(mut self, loaded: &Loaded, report: &Report) -> Result<StacksReport> {
+        self.report(loaded, report)
+    }
+
+    /// The code paths and mappings of everything recorded so far, named.
+    /// Addresses of processes gone before their maps were read are settled
+    /// in their ancestor's layout now.
+    pub fn report(&mut self, loaded: &Loaded, report: &Report) -> Result<StacksReport> {
         let parents: HashMap<u32, u32> = report.processes.iter().map(|p| (p.pid, p.ppid)).collect();
         let comms: HashMap<u32, String> = report.processes.iter().map(|p| (p.pid, p.comm.clone())).collect();
         for (tgid, addresses) in std::mem::take(&mut self.orphans) {
@@ -187,7 +200,6 @@ impl Recorder {
         let counts: BpfHashMap<&MapData, StackKey, StackCount> =
             BpfHashMap::try_from(loaded.ebpf.map("STACK_COPIES").context("no STACK_COPIES map")?)?;
         let traces = StackTraceMap::try_from(loaded.ebpf.map("STACKS").context("no STACKS map")?)?;
-        let mut names = symbols::Names::new();
         let mut merged: BTreeMap<(u32, Vec<String>), Tally> = BTreeMap::new();
         for entry in counts.iter() {
             let (key, count) = entry.context("reading STACK_COPIES")?;
@@ -196,7 +208,7 @@ impl Recorder {
                 Ok(id) => match traces.get(&id, 0) {
                     Ok(trace) => {
                         let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                        names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
+                        self.names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
                     }
                     Err(_) => vec!["[stack lost]".to_string()],
                 },
@@ -239,9 +251,24 @@ impl Recorder {
         let mut out: Vec<ProcessMappings> = out.into_values().collect();
         for p in &mut out {
             p.mappings.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.mapping.cmp(&b.mapping)));
+            cap(&mut p.mappings, TOP_MAPPINGS);
         }
         out
     }
+}
+
+/// Keeps the first `top` of `mappings` (sorted, most bytes first) and sums
+/// the rest into one row.
+pub(crate) fn cap(mappings: &mut Vec<MappingCopies>, top: usize) {
+    if mappings.len() <= top + 1 {
+        return;
+    }
+    let rest = mappings.split_off(top);
+    mappings.push(MappingCopies {
+        mapping: format!("[{} other mappings]", rest.len()),
+        copies: rest.iter().map(|m| m.copies).sum(),
+        bytes: rest.iter().map(|m| m.bytes).sum(),
+    });
 }
 
 fn add(t: &mut Tally, (copies, bytes): Tally) {
@@ -286,4 +313,38 @@ pub fn print_by_mapping(stacks: &StacksReport, out: &mut dyn Write) -> std::io::
         }
     }
     writeln!(out, "\ncopies by mapping:\n{table}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_of_regions_become_the_top_ones_and_one_row_for_the_rest() {
+        let mut recorder = Recorder::default();
+        for i in 0..3000u64 {
+            let name = format!("[anon {:x}-{:x}]", i << 20, (i + 1) << 20);
+            recorder.mapped.insert((7, name), (i as i64 + 1, (i as i64 + 1) * 4096));
+        }
+        recorder.mapped.insert((7, "[heap]".into()), (1, 4096));
+        let by_mapping = recorder.by_mapping(&HashMap::new());
+        let rows = &by_mapping[0].mappings;
+        assert_eq!(rows.len(), TOP_MAPPINGS + 1);
+        assert_eq!(rows[0].mapping, format!("[anon {:x}-{:x}]", 2999u64 << 20, 3000u64 << 20));
+        assert_eq!(rows[TOP_MAPPINGS].mapping, format!("[{} other mappings]", 3001 - TOP_MAPPINGS));
+        let copies: u64 = rows.iter().map(|m| m.copies).sum();
+        assert_eq!(copies, 3000 * 3001 / 2 + 1);
+        assert_eq!(copies, by_mapping[0].copies);
+        assert_eq!(rows.iter().map(|m| m.bytes).sum::<u64>(), by_mapping[0].bytes);
+    }
+
+    #[test]
+    fn a_single_row_past_the_top_keeps_its_name() {
+        let mut rows: Vec<MappingCopies> = (0..=TOP_MAPPINGS)
+            .map(|i| MappingCopies { mapping: format!("m{i}"), copies: 1, bytes: 4096 })
+            .collect();
+        cap(&mut rows, TOP_MAPPINGS);
+        assert_eq!(rows.len(), TOP_MAPPINGS + 1);
+        assert_eq!(rows[TOP_MAPPINGS].mapping, format!("m{TOP_MAPPINGS}"));
+    }
 }

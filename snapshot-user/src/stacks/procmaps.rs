@@ -11,7 +11,9 @@ pub struct Region {
     pub end: u64,
     /// File offset of `start` (file-backed mappings).
     pub offset: u64,
-    /// `[heap]`, `[stack]`, `[anon]`, a file's path, or another pseudo-path.
+    /// `[heap]`, `[stack]`, `[anon START-END]` (an unnamed anonymous region),
+    /// `[anon:NAME]` (one named by prctl `PR_SET_VMA_ANON_NAME`), a file's
+    /// path, or another pseudo-path.
     pub name: String,
     /// The file behind the mapping, for symbols.
     pub file: Option<PathBuf>,
@@ -50,7 +52,9 @@ pub(super) fn region(map: procfs::process::MemoryMap) -> Region {
         MMapPath::Heap => ("[heap]".into(), None),
         MMapPath::Stack => ("[stack]".into(), None),
         MMapPath::TStack(_) => ("[thread stack]".into(), None),
-        MMapPath::Anonymous => ("[anon]".into(), None),
+        // Each region on its own row: a process's arenas, buffers and
+        // mmap'd tables are told apart by where they are.
+        MMapPath::Anonymous => (format!("[anon {start:x}-{end:x}]"), None),
         MMapPath::Vdso => ("[vdso]".into(), None),
         MMapPath::Other(other) => (format!("[{other}]"), None),
         other => (format!("{other:?}"), None),
@@ -103,5 +107,16 @@ mod tests {
         let heap = layout.find(&*on_heap as *const u64 as u64).expect("heap mapping");
         assert!(heap.file.is_none(), "{heap:?}");
         assert!(layout.find(0).is_none());
+    }
+
+    #[test]
+    fn anonymous_regions_are_named_each_by_range_or_by_their_prctl_name() {
+        use procfs::FromBufRead;
+        let maps = "7f0000000000-7f0000200000 rw-p 00000000 00:00 0 \n\
+                    7f0000400000-7f0000401000 rw-p 00000000 00:00 0 [anon:jemalloc]\n\
+                    7f0000500000-7f0000501000 rw-p 00000000 00:00 0 [heap]\n";
+        let maps = procfs::process::MemoryMaps::from_buf_read(maps.as_bytes()).expect("maps");
+        let names: Vec<String> = maps.into_iter().map(|m| region(m).name).collect();
+        assert_eq!(names, ["[anon 7f0000000000-7f0000200000]", "[anon:jemalloc]", "[heap]"]);
     }
 }

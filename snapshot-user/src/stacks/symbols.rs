@@ -1,6 +1,6 @@
 //! Function names for user stack frames, with blazesym, from the files the
 //! frames point into (so processes that have exited resolve too).
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer, source::{Elf, Source}};
 
@@ -8,16 +8,26 @@ use std::os::fd::AsRawFd as _;
 
 use super::procmaps::{Layout, Region};
 
+/// A mapped file by device (major, minor) and inode: the same file under
+/// any path, and never another file put at a path later.
+type FileId = ((i32, i32), u64);
+
 pub struct Names {
     symbolizer: Symbolizer,
+    /// Each mapped file opened once (None: it could not be, or was not the
+    /// mapped file); its fd stays open, so blazesym parses it once too.
+    files: HashMap<FileId, Option<std::fs::File>>,
     /// (file, file offset) → name, so a frame shared by many stacks is looked up once.
-    cache: HashMap<(PathBuf, u64), String>,
+    cache: HashMap<(FileId, u64), String>,
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        Names { symbolizer: Symbolizer::new(), files: HashMap::new(), cache: HashMap::new() }
+    }
 }
 
 impl Names {
-    pub fn new() -> Names {
-        Names { symbolizer: Symbolizer::new(), cache: HashMap::new() }
-    }
 
     /// Names of `ips` (innermost first) in the address space `layout`.
     pub fn frames(&mut self, layout: Option<&Layout>, ips: &[u64]) -> Vec<String> {
@@ -35,7 +45,7 @@ impl Names {
         let Some(region) = layout.and_then(|l| l.find(ip)) else { return format!("[unknown] {ip:#x}") };
         let Some(file) = &region.file else { return region.name.clone() };
         let offset = ip - region.start + region.offset;
-        let key = (file.clone(), offset);
+        let key = ((region.dev, region.inode), offset);
         if let Some(name) = self.cache.get(&key) {
             return name.clone();
         }
@@ -44,16 +54,22 @@ impl Names {
         name
     }
 
-    fn lookup(&self, region: &Region, offset: u64) -> Option<String> {
+    fn lookup(&mut self, region: &Region, offset: u64) -> Option<String> {
         // Read through an fd checked to be the mapped file, never the path
         // itself: its owner could have made it a link, a FIFO or another file.
-        let file = mapped_file(region)?;
+        let file = self.files.entry((region.dev, region.inode)).or_insert_with(|| mapped_file(region)).as_ref()?;
         let source = Source::Elf(Elf::new(format!("/proc/self/fd/{}", file.as_raw_fd())));
         let found = self.symbolizer.symbolize(&source, Input::FileOffset(&[offset])).ok()?;
         match found.into_iter().next()? {
             Symbolized::Sym(sym) => Some(sym.name.into_owned()),
             Symbolized::Unknown(_) => None,
         }
+    }
+
+    /// Files opened so far (each once).
+    #[cfg(test)]
+    fn opened(&self) -> usize {
+        self.files.values().filter(|f| f.is_some()).count()
     }
 }
 
@@ -99,5 +115,19 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(code.file.as_ref().unwrap(), &link).unwrap();
         assert!(mapped_file(&Region { file: Some(link), ..code }).is_none());
+    }
+
+    #[test]
+    fn each_file_is_opened_once_for_all_its_frames() {
+        // Our own layout: the executable is mapped in several regions, one file.
+        let layout = Layout::read(std::process::id()).expect("own maps");
+        let here = each_file_is_opened_once_for_all_its_frames as *const () as u64;
+        let other = only_the_mapped_file_itself_is_read as *const () as u64;
+        let mut names = Names::default();
+        let frames = names.frames(Some(&layout), &[here, other + 1, here + 2]);
+        assert!(frames[0].contains("each_file_is_opened_once_for_all_its_frames"), "{frames:?}");
+        assert!(frames[1].contains("only_the_mapped_file_itself_is_read"), "{frames:?}");
+        assert_eq!(names.opened(), 1);
+        assert_eq!(names.files.len(), 1);
     }
 }

@@ -4,50 +4,20 @@
  * forks, and while the child waits it rewrites: write_three() 3N anonymous
  * pages, write_one() N anonymous pages, write_file() the N file pages. It
  * prints one JSON line with the pages whose frame changed across those
- * writes (from /proc/self/pagemap: needs root), the ground truth:
- *   {"pid":P,"three":A,"one":B,"file":C}
+ * writes (from /proc/self/pagemap: needs root), the ground truth, and
+ * whether the kernel let it name write_one()'s pages "cowpaths-one"
+ * (prctl PR_SET_VMA_ANON_NAME, CONFIG_ANON_VMA_NAME):
+ *   {"pid":P,"three":A,"one":B,"file":C,"named":0|1}
  * Build with -O0 -fno-omit-frame-pointer so the kernel can walk the whole
  * stack (at -O1 GCC gives these leaf functions no frame of their own).
  * Usage: cowpaths FILE N */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#define PROGRAM "cowpaths"
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-static long page;
-
-static void die(const char *what) {
-	fprintf(stderr, "cowpaths: %s: %s\n", what, strerror(errno));
-	exit(2);
-}
-
-/* Frame numbers of n pages from p. */
-static void frames(const char *p, long n, uint64_t *out) {
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	if (fd < 0)
-		die("opening pagemap");
-	for (long i = 0; i < n; i++) {
-		uint64_t e;
-		off_t at = ((uintptr_t)p / page + i) * sizeof e;
-		if (pread(fd, &e, sizeof e, at) != sizeof e)
-			die("reading pagemap");
-		out[i] = e & ((1ULL << 55) - 1);
-	}
-	close(fd);
-}
-
-static long changed(const uint64_t *before, const uint64_t *after, long n) {
-	long c = 0;
-	for (long i = 0; i < n; i++)
-		c += before[i] != after[i];
-	return c;
-}
+#include "pagemap.h"
 
 /* Not static, so the compiler keeps their names. Each writes one byte per
  * page: one copy per page while the child shares them. */
@@ -79,6 +49,7 @@ int main(int argc, char **argv) {
 	if (file == MAP_FAILED)
 		die("mapping the file");
 	memset(anon, 9, 4 * n * page);
+	int named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, anon + 3 * n * page, n * page, "cowpaths-one") == 0;
 	memset(file, 9, n * page);
 	uint64_t *before = calloc(5 * n, sizeof *before), *after = calloc(5 * n, sizeof *after);
 	int gate[2];
@@ -106,7 +77,8 @@ int main(int argc, char **argv) {
 	close(gate[1]);
 	if (waitpid(child, NULL, 0) != child)
 		die("waitpid");
-	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld}\n", getpid(), changed(before, after, 3 * n),
-	       changed(before + 3 * n, after + 3 * n, n), changed(before + 4 * n, after + 4 * n, n));
+	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld,\"named\":%d}\n", getpid(),
+	       changed(before, after, 3 * n), changed(before + 3 * n, after + 3 * n, n),
+	       changed(before + 4 * n, after + 4 * n, n), named);
 	return 0;
 }

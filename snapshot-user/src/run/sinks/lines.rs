@@ -61,6 +61,9 @@ impl Sink for Lines {
             bytes(s.parent_rss_bytes),
             s.child_rss_bytes.map(|c| format!(" + child {}", bytes(c))).unwrap_or_default(),
         );
+        for line in s.stacks.iter().flat_map(crate::run::stacks::lines) {
+            println!("          {line}");
+        }
         std::io::stdout().flush()?;
         Ok(())
     }

@@ -102,9 +102,11 @@ fn render(
     writes: &VecDeque<(f64, f64)>,
     summaries: &[Summary],
 ) {
-    let [head, now, chart, table, foot] = Layout::vertical([
+    let who = last.and_then(|s| s.stacks.as_ref()).map(crate::run::stacks::lines).unwrap_or_default();
+    let [head, now, copiers, chart, table, foot] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Length(5),
+        Constraint::Length(if who.is_empty() { 0 } else { who.len() as u16 + 2 }),
         Constraint::Min(8),
         Constraint::Length((summaries.len().min(8) + 3) as u16),
         Constraint::Length(1),
@@ -112,6 +114,10 @@ fn render(
     .areas(f.area());
     f.render_widget(Paragraph::new(setting.map(header).unwrap_or_default()), head);
     f.render_widget(Paragraph::new(current(last)).block(Block::bordered().title(" now ")), now);
+    if !who.is_empty() {
+        let text: Vec<Line> = who.into_iter().map(Line::from).collect();
+        f.render_widget(Paragraph::new(text).block(Block::bordered().title(" who copies (--stacks) ")), copiers);
+    }
     render_chart(f, chart, copies, writes);
     f.render_widget(snapshot_table(summaries), table);
     f.render_widget(Line::from("q quit").dim(), foot);
