@@ -196,10 +196,15 @@ fn a_traced_process_killed_ends_the_trace_with_a_report() {
     assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("\ntotal: "), "{}", text(&out.stderr));
     let traced = json(&report);
-    let sh = &traced["processes"][0];
+    // The fork's parent, not the first process listed: they are listed by
+    // pid, and sleep's pid is below sh's when the pids (pid_max is 32768
+    // here) wrapped between the two.
+    let fork = &traced["forks"][0];
+    let processes = traced["processes"].as_array().unwrap();
+    let sh = processes.iter().find(|p| p["pid"] == fork["parent"]).unwrap_or_else(|| panic!("no fork's parent: {traced:#}"));
     assert_eq!((&sh["comm"], &sh["exited"]), (&"sh".into(), &true.into()), "{traced:#}");
     // Its child, orphaned and still sleeping: end it.
-    let orphan = traced["forks"][0]["child"].as_u64().expect("the fork of sleep");
+    let orphan = fork["child"].as_u64().expect("the fork of sleep");
     signal(orphan as u32, libc::SIGKILL);
     // A process traced by pid and killed: the trace ends by itself.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
