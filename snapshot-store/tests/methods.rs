@@ -301,6 +301,13 @@ fn redirect_file_is_one_instant_under_writes() {
     exact_under_load_with("fork", false, &["--cow-strategy", "redirect"]);
 }
 
+/// Whether `pid` is blocked in nanosleep or clock_nanosleep (x86-64 syscalls
+/// 35 and 230): the save child's rdb-key-save-delay.
+fn in_nanosleep(pid: i32) -> bool {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    matches!(syscall.split_whitespace().next(), Some("35" | "230"))
+}
+
 /// Growth of the fork child's Private_Dirty (read from its smaps_rollup) while the parent
 /// overwrites 10 000 random keys of 50 000 × 512 B, and the store's own count of shared
 /// (index, record) pages it wrote, for one `--cow-strategy`.
@@ -316,7 +323,9 @@ fn cow_of_overwrites(strategy: &str) -> (u64, u64, u64) {
     c.cmd(&["CONFIG", "SET", "rdb-key-save-delay", "100000"]);
     assert!(matches!(c.cmd(&["BGSAVE", "FORK"]), Reply::Simple(_)));
     let pid = s.save_child();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Measured from the pause on: a fixed wait could end before the child got
+    // there on a loaded machine, and its own buffers would count as copies.
+    s.wait_until("the child's pause", 60, || in_nanosleep(pid));
     let before = private_dirty(pid);
     let mut g = Lcg(11);
     let cmds: Vec<_> = (0..10_000)

@@ -61,7 +61,10 @@ fn get(addr: &str, target: &str) -> String {
     body.to_string()
 }
 
-/// Starts Prometheus with a private config and data dir, scraping `target` every second.
+/// Starts Prometheus with a private config and data dir, scraping `target`
+/// every second, and returns once it answers queries. Its port was free when
+/// probed; another process may bind it first (Prometheus then exits saying
+/// so), and the next free port is tried.
 fn prometheus(dir: &tempfile::TempDir, target: &str) -> (Server, String) {
     let config = path(dir, "prometheus.yml");
     std::fs::write(
@@ -72,19 +75,26 @@ fn prometheus(dir: &tempfile::TempDir, target: &str) -> (Server, String) {
         ),
     )
     .unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            path(dir, "data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting prometheus (apt-get install prometheus)");
-    (Server(child), addr)
+    for attempt in 0..20 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = path(dir, &format!("prometheus-{attempt}.log"));
+        let mut child = Server(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", path(dir, &format!("data-{attempt}")).display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create_new(&log).unwrap())
+                .spawn()
+                .expect("starting prometheus (apt-get install prometheus)"),
+        );
+        if wait_ready(&addr, &mut child.0) {
+            return (child, addr);
+        }
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(said.contains("address already in use"), "prometheus exited:\n{said}");
+    }
+    panic!("prometheus found no free port in 20 tries");
 }
 
 /// An instant PromQL query's vector, as (labels, value) pairs.
@@ -113,16 +123,17 @@ fn query(addr: &str, promql: &str) -> Vec<(serde_json::Value, f64)> {
         .collect()
 }
 
-/// Waits for Prometheus to answer queries at all.
-fn wait_ready(addr: &str) {
+/// Waits for Prometheus to answer queries at all: false if it exited first.
+fn wait_ready(addr: &str, prometheus: &mut Child) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(addr).is_err() || !ready(addr) {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not start on {addr}"
-        );
+        if prometheus.try_wait().expect("waiting for prometheus").is_some() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "prometheus did not start on {addr}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    true
 }
 
 fn ready(addr: &str) -> bool {
@@ -169,7 +180,6 @@ fn prometheus_scrapes_the_same_copied_bytes_as_the_json_report() {
     let work = named(&dir, "cowwork", SNAPSHOT);
     let (_exporter, metrics) = exporter();
     let (_prometheus, prom) = prometheus(&dir, &metrics);
-    wait_ready(&prom);
     let report = path(&dir, "report.json");
     // The tracer counts processes named cowwork from their exec on; spawned
     // with vfork, the workload copies nothing before it, so both tracers see

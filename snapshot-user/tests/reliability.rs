@@ -190,17 +190,26 @@ fn a_traced_process_killed_ends_the_trace_with_a_report() {
         return;
     }
     let dir = temp_dir();
-    let report = path(&dir, "r.json");
+    let (report, sleeper) = (path(&dir, "r.json"), path(&dir, "sleeper"));
     // The command killed: its status is snapshot's, the report is written.
-    let out = snapshot(&["trace", "--json", report.to_str().unwrap(), "--", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & kill -9 $$"]);
+    let script = format!("sleep 1000 >/dev/null 2>&1 & echo $! > '{}'; kill -9 $$", sleeper.display());
+    let out = snapshot(&["trace", "--json", report.to_str().unwrap(), "--", "sh", "-c", &script]);
+    // Its child, orphaned and still sleeping, is ended also when an assertion
+    // below fails: left behind it would hold for 1000 s every fd it inherited
+    // (a lock the suite runs under, the pipes of a CI log).
+    let orphan = Orphan(std::fs::read_to_string(&sleeper).unwrap().trim().parse().expect("the sleeper's pid"));
     assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("\ntotal: "), "{}", text(&out.stderr));
     let traced = json(&report);
-    let sh = &traced["processes"][0];
+    // The fork's parent, not the first process listed: they are listed by
+    // pid, and sleep's pid is below sh's when the pids (pid_max is 32768
+    // here) wrapped between the two.
+    let fork = &traced["forks"][0];
+    let processes = traced["processes"].as_array().unwrap();
+    let sh = processes.iter().find(|p| p["pid"] == fork["parent"]).unwrap_or_else(|| panic!("no fork's parent: {traced:#}"));
     assert_eq!((&sh["comm"], &sh["exited"]), (&"sh".into(), &true.into()), "{traced:#}");
-    // Its child, orphaned and still sleeping: end it.
-    let orphan = traced["forks"][0]["child"].as_u64().expect("the fork of sleep");
-    signal(orphan as u32, libc::SIGKILL);
+    assert_eq!(fork["child"], orphan.0, "{traced:#}");
+    drop(orphan);
     // A process traced by pid and killed: the trace ends by itself.
     let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
     let tracer = Reap(Some(start_tracer(&["--pid", &victim.id().to_string(), "--json", report.to_str().unwrap()])));
@@ -211,6 +220,20 @@ fn a_traced_process_killed_ends_the_trace_with_a_report() {
     let traced = json(&report);
     assert_eq!(traced["processes"][0]["pid"], victim.id(), "{traced:#}");
     assert_eq!(traced["processes"][0]["exited"], true, "{traced:#}");
+}
+
+/// A process the test left without a parent (a sleep), killed when dropped
+/// if it is still that sleep (its pid is not reused while it lives).
+struct Orphan(u32);
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0)).unwrap_or_default();
+        if stat.contains("(sleep) ") && !stat.contains(") Z ") {
+            // SAFETY: kill has no memory effects; gone meanwhile is fine.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Starts a long-running tracing command and waits until its programs are

@@ -77,7 +77,15 @@ fn bgsave_copies_match_the_childs_private_dirty() {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-benchmark not found: apt-get install redis-tools");
-    std::thread::sleep(Duration::from_millis(300));
+    // The save starts once the writes flow: after a fixed wait, a slow start
+    // of redis-benchmark on a loaded machine left the fork nothing to copy.
+    let before = field(&redis_cli(port, &["INFO", "stats"]), "total_commands_processed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while field(&redis_cli(port, &["INFO", "stats"]), "total_commands_processed") < before + 10_000 {
+        assert!(load.try_wait().unwrap().is_none(), "redis-benchmark ended before the save");
+        assert!(Instant::now() < deadline, "redis-benchmark wrote nothing within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(redis_cli(port, &["BGSAVE"]).contains("Background saving started"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let info = loop {

@@ -187,11 +187,20 @@ pub fn start_tracer(args: &[&str]) -> std::process::Child {
 /// left running traces the machine, with the test's locks, for good.
 pub fn start_tracer_with(command: &mut Command) -> std::process::Child {
     use std::{io::BufRead as _, os::unix::process::CommandExt as _};
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: prctl and signal are async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Ignored signals stay ignored through exec: a suite started
+            // under nohup or as a background job would hand its traced
+            // commands an ignored SIGHUP or SIGINT, and a test that signals
+            // them waits forever. Default, as from a terminal.
+            for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+                if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
