@@ -611,6 +611,38 @@ fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
     assert!(of_type(&all, "comparison").is_empty(), "{:?}", of_type(&all, "comparison"));
 }
 
+/// Ctrl-C while the dataset loads is a stop, not a failure: 128 + SIGINT, a
+/// note rather than an error, and the store is gone.
+#[test]
+fn ctrl_c_while_loading_stops_the_run_without_an_error() {
+    if !privileged("ctrl_c_while_loading_stops_the_run_without_an_error") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // Far more keys than load before the signal: it comes as soon as the store exists.
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "2000000", "--duration", "2", "--no-tui"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let store = loop {
+        if let Some(pid) = children(run.0.id()).first() {
+            break *pid;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before starting its store");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(run.0.wait().unwrap().code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped while loading the dataset"), "no reason given: {stderr}");
+    assert!(!stderr.contains("failed") && !stderr.to_lowercase().contains("error"), "{stderr}");
+    assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store {store} was left running");
+}
+
 /// The second method's store dies under it: the run shows the first one's
 /// row, says which method failed, and does not exit 0.
 #[test]
