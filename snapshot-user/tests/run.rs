@@ -643,6 +643,41 @@ fn ctrl_c_while_loading_stops_the_run_without_an_error() {
     assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store {store} was left running");
 }
 
+/// Ctrl-C at a terminal signals the whole foreground group: the run stops
+/// as for a SIGINT of its own (its store is not stopped under it).
+#[test]
+fn ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone() {
+    if !privileged("ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let mut command = Command::new(SNAPSHOT);
+    command
+        .args(["run", "--keys", "20000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "60"])
+        .args(["--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A group of its own, as a shell's job: the signal goes to it and what it started.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let run = command.spawn().unwrap();
+    let mut run = Reap(run);
+    // Its first snapshot has ended: there is a row to show.
+    while !std::fs::read_to_string(&json).is_ok_and(|t| t.contains("\"type\":\"snapshot\"")) {
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before its first snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(-(run.0.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(run.0.wait().unwrap().code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    assert_eq!(of_type(&lines(&json), "end").len(), 1, "the run's end line: {stderr}");
+}
+
 /// The second method's store dies under it: the run shows the first one's
 /// row, says which method failed, and does not exit 0.
 #[test]
