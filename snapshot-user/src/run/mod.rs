@@ -90,7 +90,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         compare_all(rows, sinks, tui)?;
     } else if tui {
         drop(sinks);
-        println!("{}", sinks::lines::table(&last));
+        // Nothing to show when stopped before any snapshot.
+        if !last.is_empty() {
+            println!("{}", sinks::lines::table(&last));
+        }
     }
     // Said once the live screen is closed.
     if let Some(stopped) = stopped_loading {
