@@ -62,6 +62,13 @@ pub struct Metrics {
     retired: HashMap<(usize, Labels), u64>,
     /// The values of the last update, for `retire_all`.
     last: HashMap<(usize, Labels), u64>,
+    /// Live processes at the last update, by pid.
+    seen: HashMap<u32, Seen>,
+    /// Cumulative source: how many exited processes of each pid its last report had.
+    exits: HashMap<u32, usize>,
+    /// Cumulative source: the offsets of exited processes (pid, nth exit of
+    /// that pid) that were renamed while they lived.
+    exited_offsets: HashMap<(u32, usize), Parts>,
     reports: Reports,
     pid_labels: bool,
     /// The comm label values given out so far (at most MAX_COMMS).
@@ -153,6 +160,9 @@ impl Metrics {
             fork_bytes,
             retired: HashMap::new(),
             last: HashMap::new(),
+            seen: HashMap::new(),
+            exits: HashMap::new(),
+            exited_offsets: HashMap::new(),
             reports,
             pid_labels,
             comms: std::collections::HashSet::new(),
@@ -178,19 +188,35 @@ impl Metrics {
 
     /// Brings every series up to the report's figures. Forgetting reports:
     /// exited processes' (reported once) join the retired totals. Live ones,
-    /// and every process of a cumulative report, are added to them.
+    /// and every process of a cumulative report, are added to them. A process
+    /// that changed its name (exec) leaves what it counted under the old one.
     pub fn update(&mut self, report: &Report) {
         let mut live: HashMap<(usize, Labels), u64> = HashMap::new();
+        let mut before = std::mem::take(&mut self.seen);
+        let mut exits: HashMap<u32, usize> = HashMap::new();
         for p in &report.processes {
             let labels = self.labels(&p.comm, p.pid);
+            let raw = parts(p);
+            let offset = match p.exited {
+                false => {
+                    let offset = before.remove(&p.pid).map(|s| self.renamed(s, &labels)).unwrap_or_default();
+                    self.seen.insert(p.pid, Seen { labels: labels.clone(), last: raw.clone(), offset: offset.clone() });
+                    offset
+                }
+                true => self.exited_offset(p.pid, &labels, &mut exits, &mut before),
+            };
             let totals = if p.exited && self.reports == Reports::Forgetting {
                 &mut self.retired
             } else {
                 &mut live
             };
-            for (key, value) in series(p, labels) {
-                *totals.entry(key).or_default() += value;
+            for ((family, suffix), value) in raw {
+                let value = value.saturating_sub(offset.get(&(family, suffix.clone())).copied().unwrap_or(0));
+                *totals.entry((family, [labels.as_slice(), &suffix].concat())).or_default() += value;
             }
+        }
+        if self.reports == Reports::Cumulative {
+            self.exits = exits;
         }
         // The tracer's own counts since it started: never retired by a forgetting source.
         for (key, value) in health(report) {
@@ -205,6 +231,44 @@ impl Metrics {
         }
         self.last = now;
         self.update_forks(report);
+    }
+
+    /// What of a live process's counts its earlier names hold. Renamed since
+    /// the last update, it leaves what it counted then under the old name.
+    fn renamed(&mut self, seen: Seen, labels: &Labels) -> Parts {
+        if seen.labels == *labels {
+            return seen.offset;
+        }
+        for ((family, suffix), value) in &seen.last {
+            let counted = value.saturating_sub(seen.offset.get(&(*family, suffix.clone())).copied().unwrap_or(0));
+            *self.retired.entry((*family, [seen.labels.as_slice(), suffix].concat())).or_default() += counted;
+        }
+        seen.last
+    }
+
+    /// The offset of an exited process: taken from its live self when it is
+    /// new in this report (the first new exit of its pid is the process
+    /// live at the last update), kept for a cumulative source's next reports
+    /// (its exits are in every report, in the order they happened).
+    fn exited_offset(
+        &mut self,
+        pid: u32,
+        labels: &Labels,
+        exits: &mut HashMap<u32, usize>,
+        before: &mut HashMap<u32, Seen>,
+    ) -> Parts {
+        let nth = exits.entry(pid).or_default();
+        let index = *nth;
+        *nth += 1;
+        let new = self.reports == Reports::Forgetting || index >= self.exits.get(&pid).copied().unwrap_or(0);
+        if !new {
+            return self.exited_offsets.get(&(pid, index)).cloned().unwrap_or_default();
+        }
+        let offset = before.remove(&pid).map(|s| self.renamed(s, labels)).unwrap_or_default();
+        if self.reports == Reports::Cumulative && !offset.is_empty() {
+            self.exited_offsets.insert((pid, index), offset.clone());
+        }
+        offset
     }
 
     fn update_forks(&mut self, report: &Report) {
@@ -237,6 +301,10 @@ impl Metrics {
     /// run` under another page size): what was counted so far stays.
     pub fn retire_all(&mut self) {
         self.retired = std::mem::take(&mut self.last);
+        // Its pids are other processes.
+        self.seen.clear();
+        self.exits.clear();
+        self.exited_offsets.clear();
     }
 
     /// Adds the store's snapshot families (`snapshot run`).
@@ -257,18 +325,29 @@ impl Metrics {
     }
 }
 
-/// One process's counter values, keyed by family index and labels.
-fn series(p: &crate::report::Process, base: Labels) -> Vec<((usize, Labels), u64)> {
-    let mut out = vec![
-        ((FILE_COPIES, base.clone()), p.file_copies),
-        ((REUSE, base.clone()), p.wp_reuse),
-        ((FAULTS, base.clone()), p.faults),
-    ];
+/// A process's counter values by family and the labels after comm (and pid): the page size.
+type Parts = HashMap<(usize, Vec<String>), u64>;
+
+/// A live process as the last update counted it.
+struct Seen {
+    labels: Labels,
+    /// Its counts then.
+    last: Parts,
+    /// What of them its earlier names hold.
+    offset: Parts,
+}
+
+/// One process's counter values.
+fn parts(p: &crate::report::Process) -> Parts {
+    let mut out: Parts = [
+        ((FILE_COPIES, Vec::new()), p.file_copies),
+        ((REUSE, Vec::new()), p.wp_reuse),
+        ((FAULTS, Vec::new()), p.faults),
+    ]
+    .into();
     for (&size, &n) in &p.copies_by_size {
-        let mut sized = base.clone();
-        sized.push(size.to_string());
-        out.push(((COPIES, sized.clone()), n));
-        out.push(((BYTES, sized), n * size));
+        out.insert((COPIES, vec![size.to_string()]), n);
+        out.insert((BYTES, vec![size.to_string()]), n * size);
     }
     out
 }
@@ -512,6 +591,49 @@ mod tests {
         metrics.update(&second);
         assert_eq!(metrics.counters[LOST].with_label_values(&["ring"]).get(), 7);
         assert_eq!(metrics.counters[UNATTRIBUTED].with_label_values::<&str>(&[]).get(), 4);
+    }
+
+    fn all_copied(metrics: &Metrics) -> u64 {
+        let text = metrics.encode().unwrap();
+        let values = text.lines().filter(|l| l.starts_with("snapshot_cow_copied_bytes_total{"));
+        values.map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum()
+    }
+
+    fn named(comm: &str, pid: u32, bytes: u64, exited: bool) -> Process {
+        Process { comm: comm.into(), ..process(pid, bytes, exited) }
+    }
+
+    #[test]
+    fn a_process_that_execs_moves_to_its_new_name_without_counting_twice() {
+        for reports in [Reports::Cumulative, Reports::Forgetting] {
+            let mut metrics = Metrics::new(false, reports).unwrap();
+            // A forked shell copied 2 pages, then exec'd ls, which copied 1 more and exited.
+            metrics.update(&report(vec![named("sh", 10, 4096, false), named("sh", 11, 8192, false)]));
+            metrics.update(&report(vec![named("sh", 10, 4096, false), named("ls", 11, 12288, false)]));
+            assert_eq!(all_copied(&metrics), 16384, "{reports:?}");
+            let exited = named("ls", 11, 12288, true);
+            metrics.update(&report(vec![named("sh", 10, 4096, false), exited.clone()]));
+            let after = match reports {
+                Reports::Cumulative => vec![named("sh", 10, 8192, false), exited],
+                Reports::Forgetting => vec![named("sh", 10, 8192, false)],
+            };
+            metrics.update(&report(after));
+            // What the JSON report adds up to: 2 pages of sh, 3 of sh-then-ls.
+            assert_eq!(all_copied(&metrics), 8192 + 12288, "{reports:?}");
+            let by = |comm: &str| metrics.counters[BYTES].with_label_values(&[comm, "4096"]).get();
+            assert_eq!((by("sh"), by("ls")), (8192 + 8192, 4096), "{reports:?}");
+        }
+    }
+
+    #[test]
+    fn a_pid_used_again_after_a_rename_is_a_new_process() {
+        let mut metrics = Metrics::new(false, Reports::Cumulative).unwrap();
+        metrics.update(&report(vec![named("sh", 11, 8192, false)]));
+        metrics.update(&report(vec![named("ls", 11, 12288, false)]));
+        // ls exited; a new sh got pid 11.
+        metrics.update(&report(vec![named("ls", 11, 12288, true), named("sh", 11, 4096, false)]));
+        metrics.update(&report(vec![named("ls", 11, 12288, true), named("sh", 11, 4096, false)]));
+        assert_eq!(all_copied(&metrics), 12288 + 4096);
     }
 
     #[test]

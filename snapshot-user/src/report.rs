@@ -278,9 +278,11 @@ fn merge(earlier: &[ProcStats], later: &[ProcStats], mut live: BTreeMap<u32, Pro
     live
 }
 
+/// The parent too: a short program run again and again makes the same
+/// counts each time, but a newer process with its pid seldom has its parent.
 fn same_counts(a: &ProcStats, b: &ProcStats) -> bool {
-    (a.comm, a.faults, a.wp_faults, a.file_copies, a.zero_fills, a.copies_by_order)
-        == (b.comm, b.faults, b.wp_faults, b.file_copies, b.zero_fills, b.copies_by_order)
+    (a.ppid, a.comm, a.faults, a.wp_faults, a.file_copies, a.zero_fills, a.copies_by_order)
+        == (b.ppid, b.comm, b.faults, b.wp_faults, b.file_copies, b.zero_fills, b.copies_by_order)
 }
 
 fn process(s: &ProcStats, exited: bool) -> Process {
@@ -530,6 +532,14 @@ mod tests {
         // pid 7 exited with 5 copies; a newer process got pid 7 and copied 1.
         let kept = merge(&[copying(7, 5)], &[], [(7, copying(7, 1))].into());
         assert_eq!(kept.get(&7).map(|s| s.copies_by_order[0]), Some(1));
+    }
+
+    #[test]
+    fn a_pid_used_again_by_another_parents_child_with_the_same_counts_is_kept() {
+        // pid 7 (a child of 1) exited with 5 copies; a child of 2 got pid 7 and copied 5 too.
+        let newer = ProcStats { ppid: 2, ..copying(7, 5) };
+        let kept = merge(&[copying(7, 5)], &[], [(7, newer)].into());
+        assert_eq!(kept.get(&7).map(|s| s.ppid), Some(2));
     }
 
     fn record(end_ns: u64, end_reason: u32) -> ForkRecord {

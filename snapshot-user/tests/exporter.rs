@@ -570,3 +570,62 @@ fn a_taken_port_fails_before_anything_is_loaded() {
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(!stderr.contains("SNAPSHOT_PROCS_TABLE"), "{stderr}");
 }
+
+/// A forked child copies pages, is scraped, then execs another program: its
+/// copies move to the new name but are counted once, as in the JSON report.
+#[test]
+fn trace_metrics_count_a_child_that_execs_once() {
+    if !privileged("trace_metrics_count_a_child_that_execs_once") {
+        return;
+    }
+    // The child writes every page of a buffer its parent never writes again: copies.
+    const SCRIPT: &str = "import os, sys
+buf = bytearray(4 << 20)
+for i in range(0, len(buf), 4096): buf[i] = 1
+pid = os.fork()
+if pid == 0:
+    for i in range(0, len(buf), 4096): buf[i] = 2
+    print('ready', flush=True)
+    sys.stdin.readline()
+    os.execvp('true', ['true'])
+os.waitpid(pid, 0)
+print('done', flush=True)
+sys.stdin.readline()
+";
+    let dir = temp_dir();
+    let report = path(&dir, "report.json");
+    let mut trace = Server(
+        Command::new(SNAPSHOT)
+            .args(["trace", "--metrics", "127.0.0.1:0", "--json", report.to_str().unwrap(), "-o"])
+            .arg(path(&dir, "table.txt"))
+            .args(["--", "python3", "-c", SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running snapshot trace"),
+    );
+    // Kept open to the end: the tracer's notes go there.
+    let mut stderr = BufReader::new(trace.0.stderr.take().unwrap());
+    let addr = metrics_address(&mut stderr);
+    let mut stdin = trace.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(trace.0.stdout.take().unwrap());
+    let mut said = |word: &str| {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading the script's output");
+        assert_eq!(line.trim(), word);
+    };
+    said("ready");
+    let before = get(&addr, "/metrics");
+    let child = sum_of(&before, "snapshot_cow_copied_bytes_total", "comm=\"python3\"") as u64;
+    writeln!(stdin).unwrap();
+    said("done");
+    // The child exec'd `true` and exited; nothing shares pages any more.
+    let after = get(&addr, "/metrics");
+    writeln!(stdin).unwrap();
+    assert!(trace.0.wait().unwrap().success());
+    let traced: u64 = json(&report)["processes"].as_array().unwrap().iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    assert!(child >= 1024 * 4096, "the child's copies were scraped under python3: {child}\n{before}");
+    let scraped = sum_of(&after, "snapshot_cow_copied_bytes_total", "") as u64;
+    assert_eq!(scraped, traced, "--metrics copied bytes (every name) vs the JSON report:\n{before}\n{after}");
+}

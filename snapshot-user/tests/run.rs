@@ -572,9 +572,9 @@ fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
         assert!(Instant::now() < deadline, "Ctrl-C did not stop the run:\n{screen}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    // Stopped before the load finished: the error names it, and no live report was shown.
+    // Stopped before the load finished: a key on the live screen ends it as q does (0), and says so.
     assert!(screen.contains("stopped while loading the dataset"), "{screen}");
-    assert!(!screen.contains("EXITED 0"), "{screen}");
+    assert!(screen.contains("EXITED 0") && !screen.contains("failed"), "{screen}");
 }
 
 /// Ctrl-C as the last method starts: the comparison keeps the methods that
@@ -609,6 +609,73 @@ fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
     assert!(of_type(&all, "snapshot").iter().all(|s| s["method"] == "fork"), "redirect snapshotted: {all:?}");
     // One row left: no comparison, as for a single method.
     assert!(of_type(&all, "comparison").is_empty(), "{:?}", of_type(&all, "comparison"));
+}
+
+/// Ctrl-C while the dataset loads is a stop, not a failure: 128 + SIGINT, a
+/// note rather than an error, and the store is gone.
+#[test]
+fn ctrl_c_while_loading_stops_the_run_without_an_error() {
+    if !privileged("ctrl_c_while_loading_stops_the_run_without_an_error") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // Far more keys than load before the signal: it comes as soon as the store exists.
+    let run = Command::new(SNAPSHOT)
+        .args(["run", "--keys", "2000000", "--duration", "2", "--no-tui"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Reap(run);
+    let store = loop {
+        if let Some(pid) = children(run.0.id()).first() {
+            break *pid;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before starting its store");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(run.0.wait().unwrap().code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped while loading the dataset"), "no reason given: {stderr}");
+    assert!(!stderr.contains("failed") && !stderr.to_lowercase().contains("error"), "{stderr}");
+    assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store {store} was left running");
+}
+
+/// Ctrl-C at a terminal signals the whole foreground group: the run stops
+/// as for a SIGINT of its own (its store is not stopped under it).
+#[test]
+fn ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone() {
+    if !privileged("ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone") {
+        return;
+    }
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp_dir();
+    let json = path(&dir, "run.jsonl");
+    let mut command = Command::new(SNAPSHOT);
+    command
+        .args(["run", "--keys", "20000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "60"])
+        .args(["--no-tui", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A group of its own, as a shell's job: the signal goes to it and what it started.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let run = command.spawn().unwrap();
+    let mut run = Reap(run);
+    // Its first snapshot has ended: there is a row to show.
+    while !std::fs::read_to_string(&json).is_ok_and(|t| t.contains("\"type\":\"snapshot\"")) {
+        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before its first snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(-(run.0.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(run.0.wait().unwrap().code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    assert_eq!(of_type(&lines(&json), "end").len(), 1, "the run's end line: {stderr}");
 }
 
 /// The second method's store dies under it: the run shows the first one's

@@ -36,6 +36,21 @@ pub fn key_of_rank(rank: u64, keys: u64) -> u64 {
     ((rank as u128 * SCATTER as u128) % keys as u128) as u64
 }
 
+/// The user stopped the run while the dataset was loading: not a failure.
+#[derive(Debug)]
+pub struct Stopped {
+    loaded: u64,
+    keys: u64,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped while loading the dataset ({} of {} keys loaded)", self.loaded, self.keys)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 /// Loads keys 0..keys with values of `value_size` bytes, pipelined, with a
 /// progress bar on stderr.
 /// Gives up between batches once `stop` says so (Ctrl-C, SIGTERM, q on the live screen).
@@ -50,7 +65,7 @@ pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &mut dyn F
     while next < keys {
         if stop()? {
             bar.finish_and_clear();
-            bail!("stopped while loading the dataset ({next} of {keys} keys loaded)");
+            return Err(Stopped { loaded: next, keys }.into());
         }
         let end = (next + LOAD_BATCH).min(keys);
         for i in next..end {

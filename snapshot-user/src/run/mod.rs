@@ -58,11 +58,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut rows = Vec::new();
     let mut last = Vec::new();
+    let mut stopped_loading = None;
     'modes: for mode in modes {
         for &method in &args.method {
             let outcome = workload(&args, mode, method, &mut sinks, &stop, metrics.as_ref());
             let (setting, end, summaries) = match outcome {
                 Ok(outcome) => outcome,
+                // Ctrl-C, SIGTERM or q while loading: a stop, as during the run.
+                Err(error) if error.is::<load::Stopped>() => {
+                    stopped_loading = Some(error);
+                    break 'modes;
+                }
                 Err(error) => return Err(failed(error, &rows, &mut sinks, tui, method, mode)),
             };
             let observed = setting.pages_observed.clone().unwrap_or_default();
@@ -84,7 +90,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         compare_all(rows, sinks, tui)?;
     } else if tui {
         drop(sinks);
-        println!("{}", sinks::lines::table(&last));
+        // Nothing to show when stopped before any snapshot.
+        if !last.is_empty() {
+            println!("{}", sinks::lines::table(&last));
+        }
+    }
+    // Said once the live screen is closed.
+    if let Some(stopped) = stopped_loading {
+        crate::output::note(&format!("{stopped:#}"));
     }
     // Keys on the live screen (q, Ctrl-C in raw mode) end it as top's q does: 0.
     Ok(match caught.load(Ordering::Relaxed) {

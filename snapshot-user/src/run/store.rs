@@ -60,6 +60,9 @@ pub fn start(pages: snapshot_store::PagesMode, method: Method, resize_during_sna
             Ok(())
         });
     }
+    // A group of its own: Ctrl-C at the terminal is for the run, which stops
+    // the store once it has its figures; the store dying first failed the run.
+    command.process_group(0);
     let mut child = command
         .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--save", "", "--pages", pages.name(), "--dir"])
         .arg(dir.path())
