@@ -240,11 +240,12 @@ fn report_leaves_the_commands_stdout_alone() {
         return;
     }
     // Bytes a report could never produce, a NUL included, and no final newline. The command
-    // ends only once the test has seen an interval line (it waits to open the FIFO): a fixed
+    // ends only once the test has seen an interval line (it reads a FIFO the test opens): a fixed
     // sleep lost that race whenever the tracer's start took most of it on a loaded machine.
     let (_dir, go) = fifo();
     let first = "printf 'first\\n\\000binary\\377\\n'";
-    let script = format!("{first}; : < {}; printf last", go.display());
+    // `timeout`: without an interval line the test fails at the end instead of hanging.
+    let script = format!("{first}; timeout 120 cat {} >/dev/null; printf last", go.display());
     let expected = b"first\n\0binary\xff\nlast";
     // Without SUDO_UID (a test run through sudo): the command stays root and reaches the FIFO.
     let mut child = Command::new(SNAPSHOT)
@@ -263,7 +264,7 @@ fn report_leaves_the_commands_stdout_alone() {
         assert!(n > 0, "snapshot ended before an interval line:\n{err}");
         err.push_str(&text(&line));
     }
-    // Opening the FIFO's write end releases the command's `: < FIFO`.
+    // Opening and closing the FIFO's write end ends the command's `cat`.
     drop(std::fs::OpenOptions::new().write(true).open(&go).unwrap());
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut stderr, &mut rest).unwrap();
