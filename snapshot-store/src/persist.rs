@@ -102,6 +102,9 @@ pub struct Persist {
     pub default_method: Method,
     /// Redis's `rdb-key-save-delay`: microseconds the forkless writer waits per key (tests).
     pub key_save_delay_us: u64,
+    /// The fork child stops itself (SIGSTOP) before it writes anything (tests: a save caught
+    /// alive at its start, however fast it would have been).
+    pub child_starts_stopped: bool,
     forkless: Option<forkless::Job>,
     /// Method of the last background save started (INFO rdb_last_bgsave_method).
     pub last_method: Option<Method>,
@@ -144,6 +147,7 @@ impl Persist {
             resize_during_snapshot: false,
             default_method: Method::Fork,
             key_save_delay_us: 0,
+            child_starts_stopped: false,
             forkless: None,
             last_method: None,
             forkless_setup_usec: 0,
@@ -324,7 +328,7 @@ impl Persist {
                     &mut self.buf,
                     self.rdbcompression,
                     wfd.as_raw_fd(),
-                    self.key_save_delay_us,
+                    (self.key_save_delay_us, self.child_starts_stopped),
                 )
             }))
             .unwrap_or(3);
@@ -546,7 +550,7 @@ fn child_main(
     buf: &mut Vec<u8>,
     compress: bool,
     fd: RawFd,
-    key_delay_us: u64,
+    (key_delay_us, start_stopped): (u64, bool),
 ) -> i32 {
     // SAFETY: plain syscalls in the child: default signal actions (the parent's handlers write
     // to the parent's pipe) and die with the parent (an orphan could rename an old snapshot
@@ -564,6 +568,9 @@ fn child_main(
             libc::syscall(libc::SYS_close_range, 3u32, (fd - 1) as u32, 0u32);
         }
         libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+        if start_stopped {
+            libc::raise(libc::SIGSTOP);
+        }
     }
     let mut next_report = Instant::now();
     let mut next_cow = Instant::now();

@@ -1,4 +1,4 @@
-//! The life of a background save, with the child held still (SIGSTOP) where a test needs it
+//! The life of a background save, with the child held still (stopped) where a test needs it
 //! to be alive: fsync order, writes made meanwhile, FLUSHALL, killed children, the parent's
 //! death, the save policy's clock, the retry after a failure, and the figures INFO reports,
 //! each checked against the child's own /proc files or the server's log.
@@ -9,8 +9,8 @@ use common::{
 };
 use std::time::Duration;
 
-/// DEBUG POPULATE with 200-byte values: ~50 MB for 200k keys, far more than a save can write
-/// between a BGSAVE and the SIGSTOP that follows it.
+/// DEBUG POPULATE with 200-byte values: ~50 MB for 200k keys, a save that takes many steps
+/// of `step_until`.
 fn populate(s: &Server, n: u64) {
     assert_eq!(
         s.cli(&["debug", "populate", &n.to_string(), "key", "200"]),
@@ -18,9 +18,15 @@ fn populate(s: &Server, n: u64) {
     );
 }
 
-/// BGSAVE, then SIGSTOP of its child (the pid comes from an INFO pipelined behind the BGSAVE,
-/// so it is read before the child can have finished). Returns the stopped child's pid.
+/// BGSAVE with a child that stops itself before it writes anything (`rdb-child-starts-stopped`):
+/// a stop sent from here after the BGSAVE would race the save, which a stall of this thread
+/// lets finish first. Returns the stopped child's pid (from an INFO pipelined behind the
+/// BGSAVE: the child cannot end before it is sent SIGCONT).
 fn bgsave_stopped(s: &Server) -> i32 {
+    assert_eq!(
+        s.cli(&["config", "set", "rdb-child-starts-stopped", "yes"]),
+        "OK"
+    );
     let mut c = s.connect();
     let mut b = Vec::new();
     encode(&[b"BGSAVE"], &mut b);
@@ -36,8 +42,16 @@ fn bgsave_stopped(s: &Server) -> i32 {
         .find_map(|l| l.strip_prefix("rdb_saves_pid:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("rdb_saves_pid");
-    signal(pid, libc::SIGSTOP);
+    // Later saves of the test run freely.
+    assert_eq!(
+        s.cli(&["config", "set", "rdb-child-starts-stopped", "no"]),
+        "OK"
+    );
     s.wait_until("the child to stop", 30, || proc_state(pid) == Some('T'));
+    assert!(
+        temp_files(&s.dir).is_empty(),
+        "the child wrote before it stopped"
+    );
     assert_eq!(s.info_field("persistence", "rdb_bgsave_in_progress"), "1");
     pid
 }

@@ -24,10 +24,12 @@ fn check_reports_the_tracepoint_path() {
     }
 }
 
-/// Runs `snapshot ARGS` as user nobody.
+/// Runs `snapshot ARGS` as user nobody (a copy of it that nobody can reach).
 fn as_nobody(args: &[&str]) -> std::process::Output {
+    let (_dir, copy) = snapshot_for_nobody();
     Command::new("runuser")
-        .args(["-u", "nobody", "--", SNAPSHOT])
+        .args(["-u", "nobody", "--"])
+        .arg(&copy)
         .args(args)
         .output()
         .expect("runuser")
@@ -222,24 +224,60 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A FIFO in a fresh private directory (kept alive by the returned guard).
+fn fifo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = temp_dir();
+    let fifo = path(&dir, "go");
+    let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo {}", fifo.display());
+    (dir, fifo)
+}
+
 #[test]
 fn report_leaves_the_commands_stdout_alone() {
     if !privileged("report_leaves_the_commands_stdout_alone") {
         return;
     }
-    // Bytes a report could never produce, a NUL included, and no final newline.
-    let script = "printf 'first\\n\\000binary\\377\\n'; sleep 1.2; printf last";
+    // Bytes a report could never produce, a NUL included, and no final newline. The command
+    // ends only once the test has seen an interval line (it reads a FIFO the test opens): a fixed
+    // sleep lost that race whenever the tracer's start took most of it on a loaded machine.
+    let (_dir, go) = fifo();
+    let first = "printf 'first\\n\\000binary\\377\\n'";
+    // `timeout`: without an interval line the test fails at the end instead of hanging.
+    let script = format!("{first}; timeout 120 cat {} >/dev/null; printf last", go.display());
     let expected = b"first\n\0binary\xff\nlast";
-    let out = snapshot(&["trace", "--interval", "500ms", "--", "sh", "-c", script]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Without SUDO_UID (a test run through sudo): the command stays root and reaches the FIFO.
+    let mut child = Command::new(SNAPSHOT)
+        .args(["trace", "--interval", "500ms", "--", "sh", "-c", &script])
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running snapshot");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    while !err.contains("live procs") {
+        let mut line = Vec::new();
+        let n = stderr.read_until(b'\n', &mut line).unwrap();
+        assert!(n > 0, "snapshot ended before an interval line:\n{err}");
+        err.push_str(&text(&line));
+    }
+    // Opening and closing the FIFO's write end ends the command's `cat`.
+    drop(std::fs::OpenOptions::new().write(true).open(&go).unwrap());
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stderr, &mut rest).unwrap();
+    err.push_str(&text(&rest));
+    let out = finish(child);
+    assert!(out.status.success(), "{err}");
     assert_eq!(out.stdout, expected, "stdout: {:?}", text(&out.stdout));
-    let err = text(&out.stderr);
     assert!(err.contains("COW_COPIES") && err.contains("\ntotal: "), "report not on stderr:\n{err}");
-    assert!(err.contains("live procs"), "interval lines go to stderr:\n{err}");
     // -o FILE: the report goes there; stderr keeps only notes.
     let dir = temp_dir();
     let file = path(&dir, "report.txt");
-    let out = snapshot(&["trace", "-o", file.to_str().unwrap(), "--", "sh", "-c", script]);
+    let script = format!("{first}; printf last");
+    let out = snapshot(&["trace", "-o", file.to_str().unwrap(), "--", "sh", "-c", &script]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(out.stdout, expected);
     let report = std::fs::read_to_string(&file).unwrap();
@@ -543,28 +581,28 @@ fn a_closed_stdout_is_an_error_not_a_panic() {
     if !privileged("a_closed_stdout_is_an_error_not_a_panic") {
         return;
     }
-    let mut tracer = Command::new(SNAPSHOT)
-        .args(["trace", "--json", "-", "--", "sleep", "0.5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(tracer.stdout.take());
-    let out = finish(tracer);
+    let out = with_stdout_closed(&["--", "true"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("snapshot: writing stdout: Broken pipe") && !err.contains("panicked"), "{err}");
     assert!(err.contains("\ntotal: "), "the table still reaches stderr: {err}");
     // A failing command keeps its status even so.
-    let mut tracer = Command::new(SNAPSHOT)
-        .args(["trace", "--json", "-", "--", "sh", "-c", "sleep 0.5; exit 4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(tracer.stdout.take());
-    let out = finish(tracer);
+    let out = with_stdout_closed(&["--", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+}
+
+/// `snapshot trace --json - ARGS` with a stdout whose reader is gone before it starts (closing
+/// it after the spawn raced the report: a stalled test let the JSON into the pipe first).
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(SNAPSHOT)
+        .args(["trace", "--json", "-"])
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running snapshot")
 }
 
 #[test]

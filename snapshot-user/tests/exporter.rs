@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{SNAPSHOT, free_port, json, named, path, privileged, temp_dir};
+use common::{SNAPSHOT, complete_lines, free_port, json, named, path, privileged, temp_dir};
 
 /// Kills a server the test started, by its pid, when the test ends.
 struct Server(Child);
@@ -452,8 +452,7 @@ fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let summary = loop {
         let text = std::fs::read_to_string(&lines).unwrap_or_default();
-        let found = text
-            .lines()
+        let found = complete_lines(&text)
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .find(|v| v["type"] == "snapshot");
         if let Some(summary) = found {

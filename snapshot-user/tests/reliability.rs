@@ -385,9 +385,12 @@ fn unprivileged_each_tracing_command_fails_with_one_line() {
         &["exporter", "--listen", "127.0.0.1:0"],
         &["trace", "--pid", "1", "--duration", "1"],
     ];
+    // A copy nobody can reach, wherever the checkout is.
+    let (_bin, copy) = snapshot_for_nobody();
     for args in commands {
         let out = Command::new("timeout")
-            .args(["--signal=KILL", WATCHDOG, "runuser", "-u", "nobody", "--", SNAPSHOT])
+            .args(["--signal=KILL", WATCHDOG, "runuser", "-u", "nobody", "--"])
+            .arg(&copy)
             .args(args)
             .stdin(Stdio::null())
             .output()

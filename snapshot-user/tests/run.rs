@@ -42,7 +42,7 @@ fn setting(path: &Path, run: &mut Child) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(text) = std::fs::read_to_string(path)
-            && let Some(first) = text.lines().next()
+            && let Some(first) = complete_lines(&text).next()
         {
             return serde_json::from_str(first).expect("setting line");
         }
@@ -460,29 +460,43 @@ fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
     let before = nr_hugepages();
     // Puts the pool back even when the test fails (after the store is gone: it is dropped later).
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &before.to_string());
-    // 2 M keys take seconds to load: the signal comes while they load.
-    let (mut run, store) = hugetlb_run_with_its_store(Stdio::piped());
+    let (mut run, store) = hugetlb_run_with_its_store();
     let pid = run.0.id();
     let _store = KillPid(store);
     assert!(nr_hugepages() > before, "no huge pages reserved");
-    // Past the store's start and the tracer's attach, into the load.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The signal comes once the load has begun (a fixed wait could end before the tracer's
+    // attach on a loaded machine, or after the load); 2 M keys take seconds to load.
+    let mut err = load_began(&mut run);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = run.0.wait().unwrap();
-    let mut err = String::new();
     std::io::Read::read_to_string(run.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(nr_hugepages(), before, "huge pages not given back (status {status}, stderr {err})");
     assert!(!Path::new(&format!("/proc/{store}")).exists(), "the store (pid {store}) outlived the run");
     assert!(!status.success(), "a run stopped while loading succeeded");
-    assert!(err.contains("stopped"), "no reason given: {err}");
+    assert!(err.contains("stopped while loading the dataset ("), "no reason given: {err}");
 }
 
-/// Starts a 2 M-key hugetlb run (seconds of loading) and waits for the store it starts.
-fn hugetlb_run_with_its_store(stderr: Stdio) -> (Reap, u32) {
+/// Reads the run's stderr up to its "loading ... keys" line (the load has begun); returns it.
+/// Byte by byte: a buffered reader would keep what follows the line from the caller.
+fn load_began(run: &mut Reap) -> String {
+    let stderr = run.0.stderr.as_mut().expect("stderr piped");
+    let mut err = Vec::new();
+    while !err.ends_with(b"snapshot: loading 2000000 keys into the store\n") {
+        let mut byte = [0u8];
+        let n = std::io::Read::read(stderr, &mut byte).unwrap();
+        assert!(n > 0, "the run ended before its load began: {}", String::from_utf8_lossy(&err));
+        err.push(byte[0]);
+    }
+    String::from_utf8_lossy(&err).into_owned()
+}
+
+/// Starts a 2 M-key hugetlb run (seconds of loading) and waits for the store it starts
+/// (its stderr piped, for `load_began`).
+fn hugetlb_run_with_its_store() -> (Reap, u32) {
     let run = Command::new(SNAPSHOT)
         .args(["run", "--pages", "hugetlb", "--keys", "2000000", "--no-tui", "--duration", "60"])
         .stdout(Stdio::null())
-        .stderr(stderr)
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut run = Reap(run);
@@ -525,9 +539,9 @@ fn sigkill_of_the_run_stops_the_store() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     // A killed run cannot give the huge pages back itself (the README says so): the test does.
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &nr_hugepages().to_string());
-    let (mut run, store) = hugetlb_run_with_its_store(Stdio::null());
+    let (mut run, store) = hugetlb_run_with_its_store();
     let store_guard = KillPid(store);
-    std::thread::sleep(Duration::from_millis(1500));
+    load_began(&mut run);
     run.0.kill().unwrap();
     run.0.wait().unwrap();
     // The store gets SIGTERM from the kernel when its parent dies; it exits on its own.
@@ -700,7 +714,7 @@ fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
     let second = loop {
         let text = std::fs::read_to_string(&json).unwrap_or_default();
         let settings: Vec<Value> =
-            text.lines().filter(|l| l.contains("\"type\":\"setting\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
+            complete_lines(&text).filter(|l| l.contains("\"type\":\"setting\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
         if settings.len() == 2 {
             break settings[1].clone();
         }

@@ -65,6 +65,10 @@ fn config_params(st: &State) -> Vec<(&'static str, String)> {
             st.persist.key_save_delay_us.to_string(),
         ),
         (
+            "rdb-child-starts-stopped",
+            yes_no(st.persist.child_starts_stopped).into(),
+        ),
+        (
             "stop-writes-on-bgsave-error",
             yes_no(st.persist.stop_writes_on_bgsave_error).into(),
         ),
@@ -132,6 +136,12 @@ pub(super) fn config(st: &mut State, args: &Args, out: &mut Vec<u8>) {
                 (
                     d.map(|d| st.persist.key_save_delay_us = d),
                     "argument must be a number of microseconds",
+                )
+            } else if args.is(i, "rdb-child-starts-stopped") {
+                let b = value.and_then(|s| crate::parse_yes_no(s).ok());
+                (
+                    b.map(|b| st.persist.child_starts_stopped = b),
+                    "argument must be 'yes' or 'no'",
                 )
             } else if args.is(i, "stop-writes-on-bgsave-error") {
                 let b = value.and_then(|s| crate::parse_yes_no(s).ok());

@@ -52,7 +52,7 @@ impl std::fmt::Display for Stopped {
 impl std::error::Error for Stopped {}
 
 /// Loads keys 0..keys with values of `value_size` bytes, pipelined, with a
-/// progress bar on stderr.
+/// progress bar on stderr (a line where it is no terminal).
 /// Gives up between batches once `stop` says so (Ctrl-C, SIGTERM, q on the live screen).
 pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &mut dyn FnMut() -> Result<bool>) -> Result<()> {
     let mut conn = Conn::connect(addr)?;
@@ -60,6 +60,11 @@ pub fn populate(addr: SocketAddr, keys: u64, value_size: usize, stop: &mut dyn F
         indicatif::ProgressStyle::with_template("loading {pos}/{len} keys {wide_bar} {per_sec} eta {eta}")
             .context("progress bar template")?,
     );
+    // Without a terminal the bar is hidden: one line says the load began (scripts and tests
+    // wait for it).
+    if bar.is_hidden() {
+        eprintln!("snapshot: loading {keys} keys into the store");
+    }
     let value = vec![b'v'; value_size];
     let mut next = 0;
     while next < keys {

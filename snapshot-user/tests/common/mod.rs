@@ -66,6 +66,26 @@ pub fn named(dir: &tempfile::TempDir, name: &str, program: impl AsRef<std::path:
     link
 }
 
+/// A copy of the `snapshot` binary that user nobody can run from any checkout (a clone
+/// in a mode-700 directory is not theirs to reach): in a fresh temp dir opened to 0755.
+/// `install` writes it, so no writable fd of it ever lives in this test process (a child
+/// forked meanwhile by another test thread would keep one, and exec would fail with ETXTBSY).
+pub fn snapshot_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod 755 the temp dir");
+    let copy = path(&dir, "snapshot");
+    let out = Command::new("install").args(["-m", "0755", SNAPSHOT]).arg(&copy).output().expect("install (coreutils)");
+    assert!(out.status.success(), "install: {}", String::from_utf8_lossy(&out.stderr));
+    (dir, copy)
+}
+
+/// The lines of a file another process is appending to, without its last one while that
+/// has no newline yet (a reader can see a line half-written).
+pub fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n'))
+}
+
 /// Sets a /proc or /sys file and puts the old value back when dropped,
 /// even when the test fails.
 pub struct Restore {
