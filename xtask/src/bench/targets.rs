@@ -21,8 +21,9 @@ pub enum Rule {
     AtMost(f64),
     /// median ≥ x
     AtLeast(f64),
-    /// 0 ≤ median ≤ pct % of the same condition's median of metric m, + abs
-    /// (the ground-truth tests' slack: never under the truth, a little over).
+    /// Every sample within 0 … pct % of the same round's sample of metric
+    /// `of` + abs (the ground-truth tests' slack, which each run must meet:
+    /// never under the truth, a little over; a median would hide a bad round).
     Slack { of: &'static str, pct: f64, abs: f64 },
     /// |median| ≤ x
     AbsAtMost(f64),
@@ -146,12 +147,14 @@ fn judge_one(target: &Target, m: &Metric, cond: &str, all: &[Metric]) -> Verdict
         },
         AtMost(v) => (Some(x <= v), format!("{} {}", fmt(x), m.unit)),
         AtLeast(v) => (Some(x >= v), format!("{} {}", fmt(x), m.unit)),
-        Slack { of, pct, abs } => match all.iter().find(|o| o.id == of).and_then(|o| o.samples.get(cond)).and_then(|xs| median(xs)) {
-            Some(truth) => {
-                let hi = truth * pct / 100.0 + abs;
-                (Some((0.0..=hi).contains(&x)), format!("{} {} (allowed 0…{})", fmt(x), m.unit, fmt(hi)))
+        Slack { of, pct, abs } => match (all.iter().find(|o| o.id == of).and_then(|o| o.samples.get(cond)), m.samples.get(cond)) {
+            (Some(truths), Some(xs)) if truths.len() == xs.len() => {
+                let outside = xs.iter().zip(truths).filter(|&(&x, &t)| !(0.0..=t * pct / 100.0 + abs).contains(&x)).count();
+                let (lo, hi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                let measured = format!("{}…{} {}, {outside} of {} rounds outside 0…{} % + {}", fmt(lo), fmt(hi), m.unit, xs.len(), pct, abs);
+                (Some(outside == 0), measured)
             }
-            None => (None, format!("no {of}")),
+            _ => (None, format!("no {of} for each round")),
         },
         AbsAtMost(v) => (Some(x.abs() <= v), format!("{} {}", fmt(x), m.unit)),
     };
@@ -216,6 +219,20 @@ mod tests {
         );
         let v = judge("accuracy", &ms);
         assert_eq!(v.iter().map(|v| v.verdict).collect::<Vec<_>>(), ["met", "not met", "not met"]);
+    }
+
+    #[test]
+    fn the_slack_holds_for_every_round_not_only_the_median() {
+        // Medians 0 and 10000 (0 within the slack), but round 2 is 300 over and round 3 under the truth.
+        let ms = metrics(
+            r#"[{"id":"truth_copies","title":"t","unit":"pages","better":"higher","baseline":null,
+                 "samples":{"a":[10000,10000,10000],"b":[100,100,100]}},
+                {"id":"tracer_minus_truth","title":"t","unit":"pages","better":"lower","baseline":null,
+                 "samples":{"a":[0,300,0],"b":[0,1,-1]}}]"#,
+        );
+        let v = judge("accuracy", &ms);
+        assert_eq!(v.iter().map(|v| v.verdict).collect::<Vec<_>>(), ["not met", "not met"], "{v:?}");
+        assert_eq!(v[0].measured, "0…300.0 pages, 1 of 3 rounds outside 0…1 % + 64");
     }
 
     #[test]
