@@ -20,13 +20,14 @@ SETS = h.pick(20_000, 400_000)
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The tracepoints snapshot's copy path attaches to, machine-wide.
 TRACEPOINTS = ["page_fault_user", "mm_page_alloc", "tlb_flush", "rss_stat"]
-# snapshot's programs, by the name shown here. The kernel keeps 15 bytes of a name; a kernel without
-# BTF tracepoints (or SNAPSHOT_ATTACH=raw) runs the NAME_raw twins, which count under the same row.
+# snapshot's programs, by the name shown here. The kernel keeps 15 bytes of a name, bpftool shows the
+# whole one from the program's BTF; a kernel without BTF tracepoints (or SNAPSHOT_ATTACH=raw) runs the
+# NAME_raw twins, which count under the same row.
 SHOWN = {"page_fault_user": "page_fault_user", "page_fault_kernel": "page_fault_kernel",
          "mm_page_alloc": "mm_page_alloc", "tlb_flush": "tlb_flush", "rss_stat": "rss_stat",
          "sched_process_fork": "sched_process_fork", "sched_process_exit": "sched_process_exit/exec",
          "sched_process_exec": "sched_process_exit/exec"}
-PROGRAMS = {n[:15]: row for name, row in SHOWN.items() for n in (name, name + "_raw")}
+PROGRAMS = {k: row for name, row in SHOWN.items() for n in (name, name + "_raw") for k in (n, n[:15])}
 CONDS = ["none", "empty", "snapshot"]
 
 

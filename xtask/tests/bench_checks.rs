@@ -16,16 +16,20 @@ fn py(code: &str) -> (bool, String) {
 
 #[test]
 fn bpfcost_counts_the_raw_tracepoint_twins_and_unknown_programs() {
-    // bpftool shows 15 bytes of a name: mm_page_alloc_raw is "mm_page_alloc_r".
+    // The kernel keeps 15 bytes of a name (mm_page_alloc_raw is "mm_page_alloc_r"); bpftool shows the
+    // whole name from the program's BTF when it has one (sched_process_fork).
     let (ok, err) = py(r#"
 import bench_bpfcost as b
 got = {n: b.label(n) for n in ["mm_page_alloc", "mm_page_alloc_r", "tlb_flush_raw", "rss_stat_raw",
                                "page_fault_user", "page_fault_kern", "sched_process_f", "sched_process_e",
-                               "some_new_prog", "empty_tlb_flush", "empty_nothing"]}
+                               "some_new_prog", "empty_tlb_flush", "empty_nothing",
+                               "sched_process_fork", "page_fault_kernel", "mm_page_alloc_raw", "sched_process_exec_raw"]}
 want = {"mm_page_alloc": "mm_page_alloc", "mm_page_alloc_r": "mm_page_alloc", "tlb_flush_raw": "tlb_flush",
         "rss_stat_raw": "rss_stat", "page_fault_user": "page_fault_user", "page_fault_kern": "page_fault_kernel",
         "sched_process_f": "sched_process_fork", "sched_process_e": "sched_process_exit/exec",
-        "some_new_prog": "some_new_prog", "empty_tlb_flush": "empty tlb_flush", "empty_nothing": None}
+        "some_new_prog": "some_new_prog", "empty_tlb_flush": "empty tlb_flush", "empty_nothing": None,
+        "sched_process_fork": "sched_process_fork", "page_fault_kernel": "page_fault_kernel",
+        "mm_page_alloc_raw": "mm_page_alloc", "sched_process_exec_raw": "sched_process_exit/exec"}
 assert got == want, got
 rows = b.delta({1: 0}, {}, {1: ("mm_page_alloc", 9, 9), 2: ("mm_page_alloc_r", 10, 500), 3: ("tlb_flush_raw", 4, 40)})
 assert rows == {"mm_page_alloc": (10, 500), "tlb_flush": (4, 40)}, rows
