@@ -21,12 +21,12 @@ pub const NEEDS: &[Need] = &[
     Need {
         command: "redis-server",
         package: "redis-server",
-        tests: "snapshot-store tests that compare replies with the real Redis server; snapshot-user run::resp unit test",
+        tests: "snapshot-store tests that compare replies with the real Redis server; snapshot-user run::resp unit test; xtask bench_checks",
     },
     Need {
         command: "redis-cli",
         package: "redis-tools",
-        tests: "snapshot-store commands and snapshot-user store_tracer (the real client)",
+        tests: "snapshot-store commands and snapshot-user store_tracer (the real client); xtask bench_checks",
     },
     Need {
         command: "redis-benchmark",

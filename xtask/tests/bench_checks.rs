@@ -96,3 +96,24 @@ o.check_saves_seen("bpftrace-wp", "@[5]: 12\n", work, 5, 1)
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_store_run_whose_sets_were_not_stored_fails() {
+    // A real redis-server: empty, it fails the check; with the keys a run would leave, it passes.
+    let (ok, err) = py(r#"
+import harness as h, bench_store as b
+s = h.Server("redis")
+try:
+    try:
+        b.check_stored(s, 1000)
+    except RuntimeError as e:
+        assert "not stored" in str(e), e
+    else:
+        raise AssertionError("an empty server passed")
+    s.cli("DEBUG", "POPULATE", 600)
+    b.check_stored(s, 1000)
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
