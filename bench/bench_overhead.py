@@ -8,7 +8,7 @@ conditions interleaved (the first rotating each round). Three workloads:
   redis    a real redis-server with KEYS keys of 512 B; redis-benchmark SET -P 16 while BGSAVEs run
            back to back; traced --pid REDIS, --all, bpftrace, or untraced.
 Needs root, cc, bpftrace, redis-server, redis-benchmark."""
-import os, subprocess, threading, time
+import json, os, subprocess, threading, time
 import harness as h
 
 PAGES = h.pick(4096, 262144)
@@ -26,14 +26,27 @@ def rewrite(work, m):
     for r in range(h.ROUNDS):
         for cond in h.rotated(conds, r):
             t = h.start_tracer(cond, work, comm="cowbench")
+            pids = []
             for _ in range(REPS):
-                out = subprocess.run([binary, str(PAGES)], capture_output=True, text=True, check=True).stdout
+                pid, out = cowbench(binary)
+                pids.append(pid)
                 fork_us, rewrite_us, window_us = map(float, out.split())
                 m["rewrite"]["samples"][cond].append(rewrite_us * 1000 / PAGES)
                 m["window"]["samples"][cond].append(window_us / 1000)
             if t:
-                t.stop()
+                # Every rewrite is PAGES copies by the forking parent: a tracer that saw fewer measured less.
+                h.check_seen(cond, h.copies_seen(cond, t.stop(), work, pids), PAGES)
             h.log(f"overhead rewrite round {r + 1} {cond}: {m['rewrite']['samples'][cond][-1]:.0f} ns/copy")
+
+
+def cowbench(binary):
+    """(pid, stdout) of one forkrewrite run."""
+    p = subprocess.Popen([binary, str(PAGES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+    out, err = p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"forkrewrite exited with {p.returncode}: {err[-2000:]}")
+    return p.pid, out
 
 
 def dd(work, m):
@@ -58,9 +71,22 @@ def dd(work, m):
 def bgsave_loop(server, stop, saves):
     """BGSAVE again as soon as the last one ended, until stopped."""
     while not stop.is_set():
-        server.cli("BGSAVE", check=False)
+        started = "started" in server.cli("BGSAVE", check=False)
         server.wait_save()
-        saves.append(1)
+        # A save that failed (or never started) is not one: counted apart, and the round fails.
+        saves.append(started and server.info("persistence").get("rdb_last_bgsave_status") == "ok")
+
+
+def check_saves_seen(cond, tracer_out, work, pid, saves):
+    """The tracer recorded each of the server's forks (bpftrace, which counts faults only: it counted some)."""
+    if cond == "bpftrace-wp":
+        if not h.bpftrace_counts(tracer_out):
+            raise RuntimeError("bpftrace-wp counted no write fault during the BGSAVEs")
+        return
+    with open(os.path.join(work, "trace.json")) as f:
+        seen = sum(1 for f in json.load(f)["forks"] if f["parent"] == pid)
+    if seen < saves:
+        raise RuntimeError(f"{cond}: the tracer saw {seen} of the server's {saves} forks")
 
 
 def redis(work, m):
@@ -77,8 +103,10 @@ def redis(work, m):
                 res = h.redis_benchmark(server.port, "-t", "set", "-P", 16, "-c", 20, "-r", KEYS, "-d", 512, "-n", SETS)
                 stop.set()
                 loop.join()
+                if not saves or not all(saves):
+                    raise RuntimeError(f"{cond}: {saves.count(False)} of {len(saves)} BGSAVEs failed: see {server.dir}/log")
                 if t:
-                    t.stop()
+                    check_saves_seen(cond, t.stop(), work, server.p.pid, len(saves))
                 rps = res["SET"][0]
                 m["redis"]["samples"][cond].append(rps)
                 m["saves"]["samples"][cond].append(len(saves))

@@ -156,6 +156,25 @@ def bpftrace_counts(text):
     return counts
 
 
+def copies_seen(cond, tracer_out, workdir, pids):
+    """{pid: the copies (or, for bpftrace, write faults) the condition's tracer charged to each pid as a
+    forking parent}: a tracer that attached but counted nothing must not pass as a cheap one."""
+    if cond == "bpftrace-wp":
+        counts = bpftrace_counts(tracer_out)
+        return {p: counts.get(p, 0) for p in pids}
+    with open(os.path.join(workdir, "trace.json")) as f:
+        forks = json.load(f)["forks"]
+    return {p: sum(f["parent_copies"] for f in forks if f["parent"] == p) for p in pids}
+
+
+def check_seen(cond, seen, least):
+    """Fails unless every pid in `seen` got at least `least` copies from the tracer."""
+    short = {p: n for p, n in seen.items() if n < least}
+    if short or not seen:
+        raise RuntimeError(f"{cond}: the tracer counted {short or seen} for the measured pids, "
+                           f"expected at least {least} each: it did not measure the workload")
+
+
 class Server:
     """redis-server or `snapshot serve` in a private directory on a free port, stopped by pid."""
 

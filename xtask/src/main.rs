@@ -64,7 +64,8 @@ enum Task {
         #[arg(long)]
         quick: bool,
         /// Interleaved rounds per benchmark (default 5, or 1 with --quick).
-        #[arg(long)]
+        // 0 would write blocks without a number over the last run's.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rounds: Option<u32>,
         /// Write BENCHMARKS.md (a copy of the checkout's, when missing) and
         /// bench/results/ under this directory instead of the checkout.
@@ -187,4 +188,18 @@ fn run_as_root(binary: &Path, args: &[OsString]) -> Result<ExitCode> {
     };
     cmd.args(args);
     child::run(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn zero_rounds_are_refused() {
+        let e = Cli::try_parse_from(["xtask", "bench", "store", "--rounds", "0"]).err().expect("--rounds 0 accepted");
+        assert!(e.to_string().contains("--rounds"), "{e}");
+        assert!(Cli::try_parse_from(["xtask", "bench", "store", "--rounds", "1"]).is_ok());
+    }
 }

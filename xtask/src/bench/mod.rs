@@ -19,6 +19,7 @@ mod machine;
 mod report;
 mod stats;
 mod targets;
+mod total;
 
 /// Every benchmark, in the order a full run takes them.
 pub const NAMES: &[&str] = &["overhead", "accuracy", "store", "snapshot", "pages", "predict", "methods", "rdb", "stacks", "bpfcost"];
@@ -88,6 +89,11 @@ pub fn run(root: &Path, binary: &Path, opts: &Options) -> Result<ExitCode> {
                 failed.push(name.clone());
             }
         }
+    }
+    // How long the benchmarks took, from every result now in `out` (this run's and earlier ones').
+    if let Err(e) = total::write(&out) {
+        eprintln!("xtask: [bench] the total block: {e:#}");
+        failed.push(total::NAME.to_string());
     }
     if opts.quick {
         verify(&out, &names)?;
@@ -213,6 +219,7 @@ fn write(out: &Path, o: &Outcome) -> Result<()> {
 /// parses with samples, and a chart.
 pub fn verify(out: &Path, names: &[String]) -> Result<()> {
     let doc = std::fs::read_to_string(out.join("BENCHMARKS.md")).context("reading the written BENCHMARKS.md")?;
+    report::find(&doc, total::NAME).with_context(|| format!("no total block in {}/BENCHMARKS.md", out.display()))?;
     for name in names {
         let block = report::find(&doc, name).with_context(|| format!("no block for {name} in {}/BENCHMARKS.md", out.display()))?;
         let numbers = block.lines().filter(|l| l.starts_with("| ") && l.split('|').nth(3).is_some_and(|c| c.trim().parse::<f64>().is_ok())).count();
@@ -287,6 +294,8 @@ mod tests {
         assert!(doc.ends_with("<!-- bench:store end -->\nkept\n") && !doc.contains("old"), "{doc}");
         assert!(doc.contains("| snapshot | 3 | 13.00 | 12.00–14.00 | 1.182 |"), "{doc}");
         assert!(doc.contains("| 4 | store SET/s ≥ redis-server's (-P 1) | 1.182× | met |"), "{doc}");
+        assert!(verify(dir.path(), &["store".to_string()]).is_err(), "no total block yet");
+        total::write(dir.path()).unwrap();
         verify(dir.path(), &["store".to_string()]).unwrap();
         assert!(verify(dir.path(), &["overhead".to_string()]).is_err(), "a benchmark without a block");
         let svg = dir.path().join("bench/results/store.svg");

@@ -1,0 +1,119 @@
+//! The benchmark bodies refuse a run that measured nothing: a tracer that
+//! attached but counted no copies, a page size the dataset never got, and
+//! bpfcost counts every program the tracer loaded, whatever way it attached.
+//! Each test runs the bodies' own Python functions on the records a real run
+//! produces (trace.json forks, bpftrace's `@[pid]: n` lines, bpftool names).
+use std::process::Command;
+
+const BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench");
+
+/// Runs `code` with bench/ importable; (exit status ok, stderr).
+fn py(code: &str) -> (bool, String) {
+    let script = format!("import sys, json, os, tempfile\nsys.path.insert(0, {BENCH:?})\n{code}\n");
+    let out = Command::new("python3").args(["-c", &script]).env("BENCH_QUICK", "0").output().expect("python3");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bpfcost_counts_the_raw_tracepoint_twins_and_unknown_programs() {
+    // The kernel keeps 15 bytes of a name (mm_page_alloc_raw is "mm_page_alloc_r"); bpftool shows the
+    // whole name from the program's BTF when it has one (sched_process_fork).
+    let (ok, err) = py(r#"
+import bench_bpfcost as b
+got = {n: b.label(n) for n in ["mm_page_alloc", "mm_page_alloc_r", "tlb_flush_raw", "rss_stat_raw",
+                               "page_fault_user", "page_fault_kern", "sched_process_f", "sched_process_e",
+                               "some_new_prog", "empty_tlb_flush", "empty_nothing",
+                               "sched_process_fork", "page_fault_kernel", "mm_page_alloc_raw", "sched_process_exec_raw"]}
+want = {"mm_page_alloc": "mm_page_alloc", "mm_page_alloc_r": "mm_page_alloc", "tlb_flush_raw": "tlb_flush",
+        "rss_stat_raw": "rss_stat", "page_fault_user": "page_fault_user", "page_fault_kern": "page_fault_kernel",
+        "sched_process_f": "sched_process_fork", "sched_process_e": "sched_process_exit/exec",
+        "some_new_prog": "some_new_prog", "empty_tlb_flush": "empty tlb_flush", "empty_nothing": None,
+        "sched_process_fork": "sched_process_fork", "page_fault_kernel": "page_fault_kernel",
+        "mm_page_alloc_raw": "mm_page_alloc", "sched_process_exec_raw": "sched_process_exit/exec"}
+assert got == want, got
+rows = b.delta({1: 0}, {}, {1: ("mm_page_alloc", 9, 9), 2: ("mm_page_alloc_r", 10, 500), 3: ("tlb_flush_raw", 4, 40)})
+assert rows == {"mm_page_alloc": (10, 500), "tlb_flush": (4, 40)}, rows
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_tracer_that_counted_too_few_copies_fails_the_round() {
+    let (ok, err) = py(r#"
+import harness as h
+work = tempfile.mkdtemp()
+forks = [{"parent": 100, "child": 101, "parent_copies": 4096, "child_copies": 0},
+         {"parent": 200, "child": 201, "parent_copies": 3000, "child_copies": 0},
+         {"parent": 300, "child": 301, "parent_copies": 10, "child_copies": 0}]
+json.dump({"forks": forks}, open(os.path.join(work, "trace.json"), "w"))
+assert h.copies_seen("snapshot-comm", "", work, [100, 200, 999]) == {100: 4096, 200: 3000, 999: 0}
+h.check_seen("snapshot-comm", {100: 4096}, 4096)
+for seen in [{100: 4096, 200: 3000}, {}, {999: 0}]:
+    try:
+        h.check_seen("snapshot-all", seen, 4096)
+    except RuntimeError as e:
+        assert "did not measure" in str(e), e
+    else:
+        raise AssertionError(f"{seen} passed")
+out = "Attaching 2 probes...\nATTACHED\n\n@[100]: 4100\n@[7]: 3\n"
+assert h.copies_seen("bpftrace-wp", out, work, [100, 200]) == {100: 4100, 200: 0}
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_row_whose_dataset_got_another_page_size_is_refused() {
+    let (ok, err) = py(r#"
+import bench_pages as p
+p.check_pages("thp", {"pages_observed": "thp"})
+for got in ["4k", None]:
+    try:
+        p.check_pages("thp", {"pages_observed": got})
+    except RuntimeError as e:
+        assert "would measure something else" in str(e), e
+    else:
+        raise AssertionError(f"{got} passed as thp")
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn the_overhead_redis_round_needs_every_fork_traced() {
+    let (ok, err) = py(r#"
+import bench_overhead as o
+work = tempfile.mkdtemp()
+json.dump({"forks": [{"parent": 5, "child": 6, "parent_copies": 1, "child_copies": 0}] * 3},
+          open(os.path.join(work, "trace.json"), "w"))
+o.check_saves_seen("snapshot-pid", "", work, 5, 3)
+for cond, out, pid in [("snapshot-pid", "", 5), ("snapshot-all", "", 9), ("bpftrace-wp", "ATTACHED\n", 5)]:
+    try:
+        o.check_saves_seen(cond, out, work, pid, 4 if cond == "snapshot-pid" else 1)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError(f"{cond} passed")
+o.check_saves_seen("bpftrace-wp", "@[5]: 12\n", work, 5, 1)
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_store_run_whose_sets_were_not_stored_fails() {
+    // A real redis-server: empty, it fails the check; with the keys a run would leave, it passes.
+    let (ok, err) = py(r#"
+import harness as h, bench_store as b
+s = h.Server("redis")
+try:
+    try:
+        b.check_stored(s, 1000)
+    except RuntimeError as e:
+        assert "not stored" in str(e), e
+    else:
+        raise AssertionError("an empty server passed")
+    s.cli("DEBUG", "POPULATE", 600)
+    b.check_stored(s, 1000)
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
