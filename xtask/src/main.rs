@@ -57,7 +57,7 @@ enum Task {
     /// benchmarks (all, or those named) and rewrite their blocks of
     /// BENCHMARKS.md, bench/results/NAME.json and NAME.svg. Needs root.
     Bench {
-        /// Benchmarks to run (default: all): overhead, accuracy, store, snapshot, pages, predict, methods, rdb, stacks, bpfcost.
+        /// Benchmarks to run (default: all): overhead, accuracy, store, snapshot, pages, predict, methods, rdb, stacks, bpfcost; `total` only sums the wall times of the results already written.
         names: Vec<String>,
         /// A few seconds each (tiny sizes, 1 round), to prove the harness works;
         /// written to a new temporary directory unless --out is given.
