@@ -73,14 +73,17 @@ impl Names {
     }
 }
 
-/// Opens the region's path without following a link or blocking, and keeps
-/// it only if it is the regular file that was mapped (same device and inode).
+/// Takes hold of the region's path without following a link, and keeps it
+/// only if it is the regular file that was mapped (same device and inode).
+/// The hold is `O_PATH`: it runs no driver's open, so a path its owner made
+/// lead (through a linked directory) to a device or a FIFO opens nothing as
+/// root; blazesym opens the checked file through `/proc/self/fd`.
 fn mapped_file(region: &Region) -> Option<std::fs::File> {
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let path = region.file.as_ref()?;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
@@ -94,6 +97,8 @@ fn base_name(file: &std::path::Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
     use super::*;
 
     /// This test binary's own code mapping, from /proc/self/maps.
@@ -115,6 +120,43 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(code.file.as_ref().unwrap(), &link).unwrap();
         assert!(mapped_file(&Region { file: Some(link), ..code }).is_none());
+    }
+
+    /// Open events on `path` seen by inotify while `f` runs.
+    fn opens_during(path: &std::path::Path, f: impl FnOnce()) -> usize {
+        use std::os::unix::ffi::OsStrExt as _;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain syscalls on an fd this test owns.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0 && libc::inotify_add_watch(fd, c_path.as_ptr(), libc::IN_OPEN) >= 0);
+            f();
+            let mut buf = [0u8; 4096];
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            // Each event is a header (no name: the watch is on the file itself).
+            usize::try_from(n).map_or(0, |n| n / size_of::<libc::inotify_event>())
+        }
+    }
+
+    #[test]
+    fn a_path_leading_to_a_fifo_or_device_is_never_opened() {
+        let code = own_code();
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let region = Region { file: Some(fifo.clone()), ..code.clone() };
+        // The watch itself works: a plain open is seen.
+        let plain = || drop(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo));
+        assert_eq!(opens_during(&fifo, plain), 1);
+        assert_eq!(opens_during(&fifo, || assert!(mapped_file(&region).is_none())), 0, "the FIFO was opened");
+        // A regular file is held, and blazesym can still read it.
+        let mut names = Names::default();
+        let here = a_path_leading_to_a_fifo_or_device_is_never_opened as *const () as u64;
+        let layout = Layout::read(std::process::id()).expect("own maps");
+        let frames = names.frames(Some(&layout), &[here]);
+        assert!(frames[0].contains("a_path_leading_to_a_fifo_or_device_is_never_opened"), "{frames:?}");
     }
 
     #[test]
