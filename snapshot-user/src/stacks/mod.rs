@@ -208,7 +208,7 @@ impl Recorder {
                 Ok(id) => match traces.get(&id, 0) {
                     Ok(trace) => {
                         let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                        self.names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
+                        self.names.frames(&self.layouts, layout_of(&self.layouts, parents, key.tgid), &ips)
                     }
                     Err(_) => vec!["[stack lost]".to_string()],
                 },
