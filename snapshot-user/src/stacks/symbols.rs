@@ -114,6 +114,23 @@ mod tests {
         assert!(hold(std::process::id(), &region).is_some(), "map_files has it: {region:?}");
     }
 
+    /// As `snapshot trace --stacks` runs once it dropped what it need not
+    /// keep: a file deleted since it was mapped is still held.
+    #[test]
+    fn a_deleted_file_is_held_with_the_capabilities_trace_keeps() {
+        if !caps::has_cap(None, caps::CapSet::Permitted, caps::Capability::CAP_SETPCAP).unwrap() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // Capabilities are per thread: a thread of its own drops them.
+        std::thread::spawn(|| {
+            crate::privilege::drop_capabilities(&crate::privilege::kept_to_read_processes()).unwrap();
+            a_deleted_file_is_held_through_the_live_process();
+        })
+        .join()
+        .unwrap();
+    }
+
     /// Open events on `path` seen by inotify while `f` runs.
     fn opens_during(path: &std::path::Path, f: impl FnOnce()) -> usize {
         use std::os::unix::ffi::OsStrExt as _;
