@@ -26,6 +26,8 @@ pub struct Region {
     /// may have put another file there since.
     pub dev: (i32, i32),
     pub inode: u64,
+    /// Mapped executable: where stack frames point, the files to hold.
+    pub code: bool,
 }
 
 /// A mapped file by device (major, minor) and inode: the same file under
@@ -74,7 +76,8 @@ pub(super) fn region(map: procfs::process::MemoryMap) -> Region {
         MMapPath::Other(other) => (format!("[{other}]"), None),
         other => (format!("{other:?}"), None),
     };
-    Region { start, end, offset: map.offset, name, file, dev: map.dev, inode: map.inode }
+    let code = map.perms.contains(procfs::process::MMPermissions::EXECUTE);
+    Region { start, end, offset: map.offset, name, file, dev: map.dev, inode: map.inode, code }
 }
 
 /// Layouts by tgid: read on first sight, read again when an address misses,
@@ -118,7 +121,8 @@ impl Cache {
     }
 
     fn insert(&mut self, tgid: u32, layout: Layout) {
-        for region in layout.0.iter().filter(|r| r.file.is_some()) {
+        // Only code: a frame points nowhere else, and each held file is an fd.
+        for region in layout.0.iter().filter(|r| r.code && r.file.is_some()) {
             self.files.entry(region.id()).or_insert_with(|| hold(tgid, region));
         }
         self.layouts.insert(tgid, layout);
