@@ -9,7 +9,6 @@
 #define _GNU_SOURCE
 #define PROGRAM "manystacks"
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #include "pagemap.h"
 
@@ -34,28 +33,15 @@ int main(int argc, char **argv) {
 	long n = 1L << levels;
 	char *anon = mmap(NULL, n * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t *before = calloc(n, sizeof *before), *after = calloc(n, sizeof *after);
-	int gate[2];
-	if (anon == MAP_FAILED || !before || !after || pipe(gate))
+	if (anon == MAP_FAILED || !before || !after)
 		die("setting up");
 	memset(anon, 9, n * page);
 	frames(anon, n, before);
-	pid_t child = fork();
-	if (child < 0)
-		die("fork");
-	if (child == 0) {
-		char c;
-		close(gate[1]);
-		if (read(gate[0], &c, 1) < 0)
-			die("waiting");
-		_exit(0);
-	}
-	close(gate[0]);
+	fork_sharer();
 	for (long i = 0; i < n; i++)
 		descend(anon + i * page, levels, (unsigned)i);
 	frames(anon, n, after);
-	close(gate[1]);
-	if (waitpid(child, NULL, 0) != child)
-		die("waitpid");
+	release_sharer();
 	printf("{\"pid\":%d,\"pages\":%ld,\"changed\":%ld}\n", getpid(), n, changed(before, after, n));
 	return 0;
 }
