@@ -14,8 +14,13 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SNAP=${SNAP:-$HERE/target/release/snapshot}
 PORT=${PORT:-7301}
 TMP=$(mktemp -d)
-server=""
-cleanup() { [[ -n $server ]] && kill "$server" 2>/dev/null; rm -rf "$TMP"; }
+server="" tracer=""
+# A step that fails leaves no tracer attached and no server behind.
+cleanup() {
+    [[ -n $tracer ]] && kill -INT "$tracer" 2>/dev/null && wait "$tracer"
+    [[ -n $server ]] && kill "$server" 2>/dev/null
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 shot() { # shot SVG PNG: the whole graph (its height grows with the deepest stack), at most 1400 px
@@ -29,7 +34,12 @@ shot() { # shot SVG PNG: the whole graph (its height grows with the deepest stac
 graph_store() { # 400k keys, a SET load, a BGSAVE while it runs
     "$SNAP" serve --port "$PORT" --dir "$TMP" --save "" >"$TMP/serve.log" 2>&1 &
     server=$!
-    until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+    for _ in $(seq 100); do
+        redis-cli -p "$PORT" ping >/dev/null 2>&1 && break
+        kill -0 "$server" 2>/dev/null || { echo "stacks-screenshots.sh: serve failed:" >&2; cat "$TMP/serve.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    redis-cli -p "$PORT" ping >/dev/null || { echo "stacks-screenshots.sh: no answer on port $PORT" >&2; exit 1; }
     redis-cli -p "$PORT" debug populate 400000 key 256 >/dev/null
     "$SNAP" trace --pid "$server" --stacks --flamegraph "$TMP/store.svg" -o "$TMP/store.txt" &
     tracer=$!
@@ -42,6 +52,7 @@ graph_store() { # 400k keys, a SET load, a BGSAVE while it runs
     sleep 1
     kill -INT "$tracer"
     wait "$tracer" || true
+    tracer=""
     shot "$TMP/store.svg" "$HERE/docs/flame-store-bgsave.png"
 }
 

@@ -14,7 +14,7 @@ use snapshot_common::{CopyAddr, StackCount, StackKey, counter};
 
 use crate::{
     kernel::cfg,
-    maps::{Pending, add, count},
+    maps::{COUNTERS, Pending, add, count},
 };
 
 /// User stacks by id. Sized by the loader (`--stacks`) or one entry.
@@ -45,6 +45,7 @@ pub struct LastCopy {
 }
 
 const BPF_NOEXIST: u64 = 1;
+const EFAULT: i32 = 14;
 
 /// A copy of `bytes` at `address` by the current thread of `tgid`, made in
 /// the fault `pending` describes.
@@ -58,7 +59,7 @@ pub fn on_copy<C: StackIdContext>(ctx: &C, pending: *mut Pending, tgid: u32, add
         Err(e) => e.min(-1),
     };
     let key = StackKey { tgid, stack_id };
-    if !count_stack(&key, 1, bytes) {
+    if !count_stack(&key, 1, bytes) || lost(stack_id) {
         count(counter::STACKS_DROPPED);
     }
     send(tgid, address, 1, bytes);
@@ -78,7 +79,20 @@ pub fn take_back(pending: *mut Pending, tgid: u32, bytes: u64) {
     }
     unsafe { (*pending).last.bytes = 0 };
     count_stack(&StackKey { tgid, stack_id: last.stack_id }, u64::MAX, bytes.wrapping_neg());
+    if lost(last.stack_id)
+        && let Some(p) = COUNTERS.get_ptr_mut(counter::STACKS_DROPPED)
+    {
+        add(p, u64::MAX);
+    }
     send(tgid, last.address, -1, bytes);
+}
+
+/// The kernel had the stack but could not keep it: its bucket holds another
+/// stack (EEXIST) or the table is full (ENOMEM). A task with no user stack
+/// (EFAULT) lost nothing.
+#[inline(always)]
+fn lost(stack_id: i32) -> bool {
+    stack_id < 0 && stack_id != -EFAULT
 }
 
 #[inline(always)]

@@ -75,7 +75,10 @@ fn sudo_identity(uid: Option<std::ffi::OsString>, gid: Option<std::ffi::OsString
 /// Drops every capability but `keep`, from every set, so neither this
 /// process nor anything it forks or execs gets them back.
 pub fn drop_capabilities(keep: &[Capability]) -> Result<()> {
-    let keep: CapsHashSet = keep.iter().copied().collect();
+    // Only what we have: asking to keep more fails (a kernel older than a
+    // capability, or file capabilities granting only some).
+    let permitted = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
+    let keep: CapsHashSet = keep.iter().copied().filter(|c| permitted.contains(c)).collect();
     // The bounding set first: shrinking it needs CAP_SETPCAP, about to go.
     // Without it (granted only CAP_BPF and CAP_PERFMON) no_new_privs below
     // is what keeps an exec from gaining capabilities.
@@ -110,9 +113,10 @@ pub fn kept_while_tracing(command_as_other_user: bool) -> Vec<Capability> {
 }
 
 /// `--stacks` reads /proc/PID/maps and the mapped files of processes that
-/// may belong to other users.
+/// may belong to other users, and holds those files through
+/// /proc/PID/map_files (CAP_CHECKPOINT_RESTORE).
 pub fn kept_to_read_processes() -> Vec<Capability> {
-    vec![Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]
+    vec![Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH, Capability::CAP_CHECKPOINT_RESTORE]
 }
 
 /// Nothing since Linux 6.5; CAP_BPF before, unless unprivileged BPF is allowed.

@@ -48,6 +48,25 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+/// `snapshot trace --stacks --json --folded -- COMMAND`: the command's own
+/// JSON line (its ground truth), the report, and the folded stacks.
+fn trace_folded(dir: &tempfile::TempDir, command: &[&std::ffi::OsStr]) -> (Value, Value, String) {
+    let (report, folded) = (path(dir, "report.json"), path(dir, "cow.folded"));
+    let out = Command::new(SNAPSHOT)
+        .args(["trace", "--stacks", "--json"])
+        .arg(&report)
+        .arg("--folded")
+        .arg(&folded)
+        .arg("--")
+        .args(command)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "trace failed: {}", String::from_utf8_lossy(&out.stderr));
+    let truth: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{:?} output: {e}: {}", command[0], String::from_utf8_lossy(&out.stdout)));
+    (truth, json(&report), std::fs::read_to_string(&folded).unwrap())
+}
+
 /// The `--stacks` mappings of `pid` by name, and the process's own totals.
 fn mappings(report: &Value, pid: u64) -> (HashMap<String, u64>, &Value) {
     let process = report["processes"].as_array().unwrap().iter().find(|p| u(&p["pid"]) == pid);
@@ -236,22 +255,10 @@ fn copies_taken_back_leave_their_own_threads_stack() {
     let bin = build(&dir, "takeback");
     let data = path(&dir, "data");
     std::fs::write(&data, vec![5u8; (pages * PAGE) as usize]).unwrap();
-    let (report, folded) = (path(&dir, "report.json"), path(&dir, "cow.folded"));
-    let out = Command::new(SNAPSHOT)
-        .args(["trace", "--stacks", "--json"])
-        .arg(&report)
-        .arg("--folded")
-        .arg(&folded)
-        .arg("--")
-        .arg(&bin)
-        .arg(&data)
-        .args([pages.to_string(), rounds.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "trace failed: {}", String::from_utf8_lossy(&out.stderr));
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("takeback output: {e}"));
+    let (n, r) = (pages.to_string(), rounds.to_string());
+    let command = [bin.as_os_str(), data.as_os_str(), n.as_ref(), r.as_ref()];
+    let (truth, report, folded) = trace_folded(&dir, &command);
     assert_eq!((u(&truth["anon"]), u(&truth["file_writes"])), (pages, pages * rounds), "pagemap");
-    let report = json(&report);
     assert_eq!(u(&report["health"]["dropped_stacks"]), 0);
     let pid = u(&truth["pid"]);
     let process = report["processes"].as_array().unwrap().iter().find(|p| u(&p["pid"]) == pid).unwrap();
@@ -259,7 +266,6 @@ fn copies_taken_back_leave_their_own_threads_stack() {
 
     // A take-back from the wrong stack would leave write_cow() below the
     // pages it really copied, and the file writer's copies on its stack.
-    let folded = std::fs::read_to_string(&folded).unwrap();
     let cow = folded_bytes(&folded, "write_cow");
     assert!(
         cow >= pages * PAGE && within(cow, pages * PAGE, 1.0),
@@ -271,4 +277,30 @@ fn copies_taken_back_leave_their_own_threads_stack() {
     let all: u64 = folded.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
     let copied: u64 = report["processes"].as_array().unwrap().iter().map(|p| u(&p["cow_bytes"])).sum();
     assert_eq!(all, copied, "the stacks' bytes sum to the processes' copies:\n{folded}");
+}
+
+/// More distinct stacks than the kernel's stack table keeps apart: the
+/// copies whose stack was lost to a full bucket are in the folded output as
+/// `[stack table full]` and counted, each one, in `health.dropped_stacks`;
+/// all copies together are the pages pagemap saw change.
+#[test]
+fn stacks_lost_to_a_full_stack_table_are_counted_in_health() {
+    if !privileged("stacks_lost_to_a_full_stack_table_are_counted_in_health") {
+        return;
+    }
+    let dir = temp_dir();
+    let bin = build(&dir, "manystacks");
+    let (truth, report, folded) = trace_folded(&dir, &[bin.as_os_str(), "12".as_ref()]);
+    assert_eq!(u(&truth["changed"]), u(&truth["pages"]), "pagemap");
+    let lost = folded_bytes(&folded, "[stack_table_full]") / PAGE;
+    // 4096 stacks in 8192 buckets: hundreds share a bucket.
+    assert!(lost > 0, "no stack lost: the test shows nothing\n{folded}");
+    assert_eq!(u(&report["health"]["dropped_stacks"]), lost, "copies without their stack\n{folded}");
+    // The others kept their stack (the paths differ in return addresses
+    // only, so by name they are one line).
+    let kept = folded_bytes(&folded, "descend") / PAGE;
+    assert!(within(kept + lost, u(&truth["changed"]), 1.0), "{kept} + {lost} copies\n{folded}");
+    let pid = u(&truth["pid"]);
+    let process = report["processes"].as_array().unwrap().iter().find(|p| u(&p["pid"]) == pid).unwrap();
+    assert!(within(u(&process["cow_copies"]), u(&truth["changed"]), 1.0), "{process:#}");
 }

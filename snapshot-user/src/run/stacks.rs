@@ -49,7 +49,9 @@ pub fn view(report: &StacksReport, server: u32, parent_of: impl Fn(u32) -> Optio
         .take(PATHS)
         .collect();
     let mut merged: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for process in report.by_mapping.iter().filter(|p| role(p.pid).is_some()) {
+    // From all rows: a mapping past one process's top ones is still added
+    // to the same mapping of the other.
+    for process in report.all_mappings.iter().filter(|p| role(p.pid).is_some()) {
         for m in &process.mappings {
             let entry = merged.entry(&m.mapping).or_default();
             entry.0 += m.copies;
@@ -111,7 +113,7 @@ mod tests {
     fn only_the_server_and_its_children_and_their_mappings_added_up() {
         let report = StacksReport {
             paths: vec![path(9, 1 << 20, &["other"]), path(1, 1 << 19, &["Table::set"]), path(2, 4096, &["save"])],
-            by_mapping: vec![
+            all_mappings: vec![
                 ProcessMappings { pid: 1, comm: String::new(), copies: 3, bytes: 0, mappings: vec![mapping("[heap]", 3)] },
                 ProcessMappings {
                     pid: 2,
@@ -133,6 +135,28 @@ mod tests {
         let roles: Vec<(&str, u32)> = view.top_paths.iter().map(|p| (p.process, p.pid)).collect();
         assert_eq!(roles, [("server", 1), ("child", 2)]);
         assert_eq!(view.top_mappings, [mapping("[heap]", 4), mapping("[stack]", 1)]);
+    }
+
+    #[test]
+    fn a_mapping_past_the_servers_top_rows_still_adds_up_with_the_childs() {
+        // The server copied in 14 mappings, the least in "shared"; its child
+        // copied most in "shared".
+        let mut server: Vec<MappingCopies> = (0..13).map(|i| mapping(&format!("m{i:02}"), 100 - i)).collect();
+        server.push(mapping("shared", 1));
+        let child = vec![mapping("shared", 200)];
+        let report = StacksReport {
+            all_mappings: vec![
+                ProcessMappings { pid: 1, comm: String::new(), copies: 0, bytes: 0, mappings: server },
+                ProcessMappings { pid: 2, comm: String::new(), copies: 0, bytes: 0, mappings: child },
+            ],
+            ..StacksReport::default()
+        };
+        let view = view(&report, 1, |pid| (pid == 2).then_some(1));
+        let shared = view.top_mappings.iter().find(|m| m.mapping == "shared");
+        assert_eq!(shared, Some(&mapping("shared", 201)), "{:?}", view.top_mappings);
+        let rest = view.top_mappings.last().unwrap();
+        assert_eq!(rest.mapping, "[6 other mappings]", "{:?}", view.top_mappings);
+        assert_eq!(view.top_mappings.iter().map(|m| m.copies).sum::<u64>(), (88..=100).sum::<u64>() + 201);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct StacksReport {
     /// The code paths that copied most bytes, most first.
     pub top_paths: Vec<CodePath>,
     pub by_mapping: Vec<ProcessMappings>,
+    /// `by_mapping` before the rows past the top ones were summed: what
+    /// adds up the same mapping across processes (`snapshot run`).
+    #[serde(skip)]
+    pub all_mappings: Vec<ProcessMappings>,
     /// Every code path, for the folded stacks and the flame graph.
     #[serde(skip)]
     pub paths: Vec<CodePath>,
@@ -187,7 +191,10 @@ impl Recorder {
         let paths = self.paths(loaded, &parents, &comms)?;
         let mut top_paths = paths.clone();
         top_paths.truncate(TOP_PATHS);
-        Ok(StacksReport { top_paths, by_mapping: self.by_mapping(&comms), paths })
+        let all_mappings = self.by_mapping(&comms);
+        let mut by_mapping = all_mappings.clone();
+        by_mapping.iter_mut().for_each(|p| cap(&mut p.mappings, TOP_MAPPINGS));
+        Ok(StacksReport { top_paths, by_mapping, all_mappings, paths })
     }
 
     /// Every (process, stack) the kernel counted, named and merged by name, most bytes first.
@@ -208,7 +215,7 @@ impl Recorder {
                 Ok(id) => match traces.get(&id, 0) {
                     Ok(trace) => {
                         let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                        self.names.frames(layout_of(&self.layouts, parents, key.tgid), &ips)
+                        self.names.frames(&self.layouts, layout_of(&self.layouts, parents, key.tgid), &ips)
                     }
                     Err(_) => vec!["[stack lost]".to_string()],
                 },
@@ -231,6 +238,7 @@ impl Recorder {
         Ok(paths)
     }
 
+    /// Each process's copies by mapping, most bytes first, all rows.
     fn by_mapping(&self, comms: &HashMap<u32, String>) -> Vec<ProcessMappings> {
         let mut out: BTreeMap<u32, ProcessMappings> = BTreeMap::new();
         for (&(pid, ref mapping), &(copies, bytes)) in &self.mapped {
@@ -251,7 +259,6 @@ impl Recorder {
         let mut out: Vec<ProcessMappings> = out.into_values().collect();
         for p in &mut out {
             p.mappings.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.mapping.cmp(&b.mapping)));
-            cap(&mut p.mappings, TOP_MAPPINGS);
         }
         out
     }
@@ -327,7 +334,8 @@ mod tests {
             recorder.mapped.insert((7, name), (i as i64 + 1, (i as i64 + 1) * 4096));
         }
         recorder.mapped.insert((7, "[heap]".into()), (1, 4096));
-        let by_mapping = recorder.by_mapping(&HashMap::new());
+        let mut by_mapping = recorder.by_mapping(&HashMap::new());
+        cap(&mut by_mapping[0].mappings, TOP_MAPPINGS);
         let rows = &by_mapping[0].mappings;
         assert_eq!(rows.len(), TOP_MAPPINGS + 1);
         assert_eq!(rows[0].mapping, format!("[anon {:x}-{:x}]", 2999u64 << 20, 3000u64 << 20));

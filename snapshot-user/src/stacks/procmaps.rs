@@ -1,6 +1,11 @@
 //! Address spaces of traced processes, read from /proc/PID/maps while they
-//! live and kept after they exit, so copies and stacks still resolve.
-use std::{collections::HashMap, path::PathBuf};
+//! live and kept after they exit, so copies and stacks still resolve; and
+//! the files they map, held from then on for their symbols.
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use procfs::process::{MMapPath, Process};
 
@@ -21,6 +26,18 @@ pub struct Region {
     /// may have put another file there since.
     pub dev: (i32, i32),
     pub inode: u64,
+    /// Mapped executable: where stack frames point, the files to hold.
+    pub code: bool,
+}
+
+/// A mapped file by device (major, minor) and inode: the same file under
+/// any path, and never another file put at a path later.
+pub type FileId = ((i32, i32), u64);
+
+impl Region {
+    pub fn id(&self) -> FileId {
+        (self.dev, self.inode)
+    }
 }
 
 /// Sorted regions of one address space.
@@ -59,14 +76,20 @@ pub(super) fn region(map: procfs::process::MemoryMap) -> Region {
         MMapPath::Other(other) => (format!("[{other}]"), None),
         other => (format!("{other:?}"), None),
     };
-    Region { start, end, offset: map.offset, name, file, dev: map.dev, inode: map.inode }
+    let code = map.perms.contains(procfs::process::MMPermissions::EXECUTE);
+    Region { start, end, offset: map.offset, name, file, dev: map.dev, inode: map.inode, code }
 }
 
 /// Layouts by tgid: read on first sight, read again when an address misses,
-/// kept when the process is gone.
+/// kept when the process is gone; and the files they map.
 #[derive(Default)]
 pub struct Cache {
     layouts: HashMap<u32, Layout>,
+    /// Each mapped file, held from the first live process seen mapping it,
+    /// so its symbols are read after that process exited, after the file was
+    /// deleted or replaced, and in another mount namespace. None: it could
+    /// not be (or was not a regular file).
+    files: HashMap<FileId, Option<File>>,
 }
 
 impl Cache {
@@ -75,7 +98,7 @@ impl Cache {
     pub fn resolve(&mut self, tgid: u32, address: u64) -> Option<&Region> {
         let hit = self.layouts.get(&tgid).is_some_and(|l| l.find(address).is_some());
         if !hit && let Some(layout) = Layout::read(tgid) {
-            self.layouts.insert(tgid, layout);
+            self.insert(tgid, layout);
         }
         self.layouts.get(&tgid)?.find(address)
     }
@@ -88,9 +111,49 @@ impl Cache {
     /// Reads `tgid`'s layout now if it was never read (before it exits).
     pub fn remember(&mut self, tgid: u32) {
         if !self.layouts.contains_key(&tgid) && let Some(layout) = Layout::read(tgid) {
-            self.layouts.insert(tgid, layout);
+            self.insert(tgid, layout);
         }
     }
+
+    /// The file `region` maps, if it was held.
+    pub fn file(&self, region: &Region) -> Option<&File> {
+        self.files.get(&region.id())?.as_ref()
+    }
+
+    fn insert(&mut self, tgid: u32, layout: Layout) {
+        // Only code: a frame points nowhere else, and each held file is an fd.
+        for region in layout.0.iter().filter(|r| r.code && r.file.is_some()) {
+            self.files.entry(region.id()).or_insert_with(|| hold(tgid, region));
+        }
+        self.layouts.insert(tgid, layout);
+    }
+}
+
+/// Takes hold of the file `region` of the live process `pid` maps: through
+/// /proc/PID/map_files, which is the mapped file itself (deleted, replaced,
+/// or in another mount namespace), else through its path. Neither path is
+/// trusted: the hold is `O_PATH` (no driver's open runs, so a path its owner
+/// made lead to a device or FIFO opens nothing as root) and is kept only if
+/// it is the regular file that was mapped (same device and inode). blazesym
+/// opens it through /proc/self/fd.
+pub(super) fn hold(pid: u32, region: &Region) -> Option<File> {
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end);
+    let mapped = |f: &File| is_mapped_file(f, region);
+    open_path(Path::new(&link), 0)
+        .filter(mapped)
+        .or_else(|| open_path(region.file.as_ref()?, libc::O_NOFOLLOW).filter(mapped))
+}
+
+fn open_path(path: &Path, flags: i32) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | flags).open(path).ok()
+}
+
+fn is_mapped_file(file: &File, region: &Region) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = file.metadata() else { return false };
+    let dev = (libc::major(meta.dev()) as i32, libc::minor(meta.dev()) as i32);
+    meta.is_file() && meta.ino() == region.inode && dev == region.dev
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 #define PROGRAM "cowpaths"
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 
 #include "pagemap.h"
 
@@ -52,31 +51,17 @@ int main(int argc, char **argv) {
 	int named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, anon + 3 * n * page, n * page, "cowpaths-one") == 0;
 	memset(file, 9, n * page);
 	uint64_t *before = calloc(5 * n, sizeof *before), *after = calloc(5 * n, sizeof *after);
-	int gate[2];
-	if (!before || !after || pipe(gate))
+	if (!before || !after)
 		die("setting up");
 	frames(anon, 4 * n, before);
 	frames(file, n, before + 4 * n);
-	pid_t child = fork();
-	if (child < 0)
-		die("fork");
-	if (child == 0) {
-		char c;
-		close(gate[1]);
-		/* Holds the pages until the parent closes the pipe. */
-		if (read(gate[0], &c, 1) < 0)
-			die("waiting");
-		_exit(0);
-	}
-	close(gate[0]);
+	fork_sharer();
 	write_three(anon, 3 * n);
 	write_one(anon + 3 * n * page, n);
 	write_file(file, n);
 	frames(anon, 4 * n, after);
 	frames(file, n, after + 4 * n);
-	close(gate[1]);
-	if (waitpid(child, NULL, 0) != child)
-		die("waitpid");
+	release_sharer();
 	printf("{\"pid\":%d,\"three\":%ld,\"one\":%ld,\"file\":%ld,\"named\":%d}\n", getpid(),
 	       changed(before, after, 3 * n), changed(before + 3 * n, after + 3 * n, n),
 	       changed(before + 4 * n, after + 4 * n, n), named);

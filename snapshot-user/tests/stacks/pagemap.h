@@ -1,12 +1,14 @@
-/* What the test programs here share: failing with the reason, and the
- * physical frames of pages from /proc/self/pagemap (needs root), the ground
- * truth of which pages were copied. Define PROGRAM before including. */
+/* What the test programs here share: failing with the reason, the physical
+ * frames of pages from /proc/self/pagemap (needs root), the ground truth of
+ * which pages were copied, and a child that shares the pages meanwhile.
+ * Define PROGRAM before including. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static long page;
@@ -37,4 +39,32 @@ static long changed(const uint64_t *before, const uint64_t *after, long n) {
 	for (long i = 0; i < n; i++)
 		c += before[i] != after[i];
 	return c;
+}
+
+static pid_t sharer;
+static int sharer_gate;
+
+/* Forks a child that shares every page until release_sharer(). */
+static void fork_sharer(void) {
+	int gate[2];
+	if (pipe(gate))
+		die("pipe");
+	sharer = fork();
+	if (sharer < 0)
+		die("fork");
+	if (sharer == 0) {
+		char c;
+		close(gate[1]);
+		if (read(gate[0], &c, 1) < 0)
+			die("waiting");
+		_exit(0);
+	}
+	close(gate[0]);
+	sharer_gate = gate[1];
+}
+
+static void release_sharer(void) {
+	close(sharer_gate);
+	if (waitpid(sharer, NULL, 0) != sharer)
+		die("waitpid");
 }

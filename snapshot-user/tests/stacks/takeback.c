@@ -17,7 +17,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #include "pagemap.h"
 
@@ -87,21 +86,10 @@ int main(int argc, char **argv) {
 		die("mapping");
 	memset(anon, 9, n * page);
 	uint64_t *before = calloc(n, sizeof *before), *after = calloc(n, sizeof *after);
-	int gate[2];
-	if (!before || !after || pipe(gate) || pthread_barrier_init(&start, NULL, 2))
+	if (!before || !after || pthread_barrier_init(&start, NULL, 2))
 		die("setting up");
 	frames(anon, n, before);
-	pid_t child = fork();
-	if (child < 0)
-		die("fork");
-	if (child == 0) {
-		char c;
-		close(gate[1]);
-		if (read(gate[0], &c, 1) < 0)
-			die("waiting");
-		_exit(0);
-	}
-	close(gate[0]);
+	fork_sharer();
 	pin();
 	long writes = 0;
 	pthread_t cow, filer;
@@ -110,9 +98,7 @@ int main(int argc, char **argv) {
 	pthread_join(cow, NULL);
 	pthread_join(filer, NULL);
 	frames(anon, n, after);
-	close(gate[1]);
-	if (waitpid(child, NULL, 0) != child)
-		die("waitpid");
+	release_sharer();
 	printf("{\"pid\":%d,\"anon\":%ld,\"file_writes\":%ld}\n", getpid(), changed(before, after, n), writes);
 	return 0;
 }
