@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{SNAPSHOT, complete_lines, free_port, json, named, path, privileged, temp_dir};
+use common::{SNAPSHOT, complete_lines, free_port, json, metrics_address, named, path, privileged, snapshot_run, temp_dir, trace_comm};
 
 /// Kills a server the test started, by its pid, when the test ends.
 struct Server(Child);
@@ -180,28 +180,10 @@ fn prometheus_scrapes_the_same_copied_bytes_as_the_json_report() {
     let work = named(&dir, "cowwork", SNAPSHOT);
     let (_exporter, metrics) = exporter();
     let (_prometheus, prom) = prometheus(&dir, &metrics);
-    let report = path(&dir, "report.json");
     // The tracer counts processes named cowwork from their exec on; spawned
     // with vfork, the workload copies nothing before it, so both tracers see
     // the same copies.
-    let mut trace = Command::new(SNAPSHOT)
-        .args([
-            "trace",
-            "--comm",
-            "cowwork",
-            "--json",
-            report.to_str().unwrap(),
-            "-o",
-        ])
-        .arg(path(&dir, "table.txt"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running snapshot trace");
-    let mut note = String::new();
-    BufReader::new(trace.stderr.take().unwrap())
-        .read_line(&mut note)
-        .unwrap();
-    assert!(note.contains("tracing"), "{note}");
+    let mut trace = trace_comm(&dir, "cowwork", false);
     let series = "snapshot_cow_copied_bytes_total{comm=\"cowwork\"}";
     // Twice: the second run's counts add to the first's, which has exited.
     for _ in 0..2 {
@@ -215,15 +197,9 @@ fn prometheus_scrapes_the_same_copied_bytes_as_the_json_report() {
         wait_for_scrape_after(&prom, series, unix_now());
     }
     // SAFETY: kill sends a signal to the tracer this test started.
-    assert_eq!(unsafe { libc::kill(trace.id() as i32, libc::SIGINT) }, 0);
-    assert!(trace.wait().unwrap().success());
-    let report = json(&report);
-    let traced: u64 = report["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["cow_bytes"].as_u64().unwrap())
-        .sum();
+    assert_eq!(unsafe { libc::kill(trace.child.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.child.wait().unwrap().success());
+    let traced = copied_in(&trace.report);
     assert!(
         traced >= 2 * 8192 * 4096,
         "both runs copied their pages: {traced}"
@@ -358,6 +334,11 @@ fn every_dashboard_query_names_a_served_metric() {
     }
 }
 
+/// The bytes copied by every process of a `snapshot trace` JSON report.
+fn copied_in(report: &std::path::Path) -> u64 {
+    json(report)["processes"].as_array().unwrap().iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum()
+}
+
 /// The sum of a family's samples whose labels contain `labels` (e.g.
 /// `comm="x"`), from the text exposition format.
 fn sum_of(text: &str, family: &str, labels: &str) -> f64 {
@@ -368,19 +349,6 @@ fn sum_of(text: &str, family: &str, labels: &str) -> f64 {
         .sum()
 }
 
-/// Reads stderr lines until one says where metrics are served; its address.
-fn metrics_address(stderr: &mut impl std::io::BufRead) -> String {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).expect("reading stderr") > 0, "no metrics address in:\n{seen}");
-        if let Some(rest) = line.split("serving metrics on http://").nth(1) {
-            return rest.split('/').next().unwrap().to_string();
-        }
-        seen.push_str(&line);
-    }
-}
-
 #[test]
 fn trace_metrics_serve_the_copied_bytes_of_its_json_report() {
     if !privileged("trace_metrics_serve_the_copied_bytes_of_its_json_report") {
@@ -388,20 +356,7 @@ fn trace_metrics_serve_the_copied_bytes_of_its_json_report() {
     }
     let dir = temp_dir();
     let work = named(&dir, "cowtrm", SNAPSHOT);
-    let report = path(&dir, "report.json");
-    let mut trace = Server(
-        Command::new(SNAPSHOT)
-            .args(["trace", "--comm", "cowtrm", "--metrics", "127.0.0.1:0", "--json", report.to_str().unwrap(), "-o"])
-            .arg(path(&dir, "table.txt"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running snapshot trace"),
-    );
-    let mut stderr = BufReader::new(trace.0.stderr.take().unwrap());
-    let addr = metrics_address(&mut stderr);
-    let mut note = String::new();
-    stderr.read_line(&mut note).unwrap();
-    assert!(note.contains("tracing"), "{note}");
+    let mut trace = trace_comm(&dir, "cowtrm", true);
     // Twice: the first run has exited (its final record came through the
     // ring) when the second one runs.
     for _ in 0..2 {
@@ -414,17 +369,12 @@ fn trace_metrics_serve_the_copied_bytes_of_its_json_report() {
     }
     // Each scrape reads the tracer afresh, and nothing named cowtrm runs
     // now: this scrape holds every copy the report will.
-    let text = get(&addr, "/metrics");
+    let text = get(&trace.addr, "/metrics");
     let scraped = sum_of(&text, "snapshot_cow_copied_bytes_total", "comm=\"cowtrm\"") as u64;
     // SAFETY: kill sends a signal to the tracer this test started.
-    assert_eq!(unsafe { libc::kill(trace.0.id() as i32, libc::SIGINT) }, 0);
-    assert!(trace.0.wait().unwrap().success());
-    let traced: u64 = json(&report)["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["cow_bytes"].as_u64().unwrap())
-        .sum();
+    assert_eq!(unsafe { libc::kill(trace.child.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.child.wait().unwrap().success());
+    let traced = copied_in(&trace.report);
     assert!(traced >= 2 * 2 * 8192 * 4096, "both runs copied their pages: {traced}");
     assert_eq!(scraped, traced, "--metrics copied bytes vs the JSON report:\n{text}");
 }
@@ -435,17 +385,12 @@ fn run_metrics_serve_the_store_snapshots_of_its_json_lines() {
         return;
     }
     let dir = temp_dir();
-    let lines = path(&dir, "run.jsonl");
     // One snapshot (after 1 s of load; the next would be 60 s later).
-    let mut run = Server(
-        Command::new(SNAPSHOT)
-            .args(["run", "--keys", "20000", "--rate", "2000", "--every", "60", "--warmup", "1", "--duration", "60"])
-            .args(["--no-tui", "--metrics", "127.0.0.1:0", "--json", lines.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running snapshot run"),
+    let (mut command, lines) = snapshot_run(
+        &dir,
+        &["--keys", "20000", "--rate", "2000", "--every", "60", "--warmup", "1", "--duration", "60", "--metrics", "127.0.0.1:0"],
     );
+    let mut run = Server(command.stderr(Stdio::piped()).spawn().expect("running snapshot run"));
     // Kept open to the end: a run writing to a closed pipe would fail.
     let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
     let addr = metrics_address(&mut stderr);
@@ -495,20 +440,7 @@ fn trace_metrics_count_exiting_processes_once_while_scraped() {
     }
     let dir = temp_dir();
     let work = named(&dir, "cowexit", SNAPSHOT);
-    let report = path(&dir, "report.json");
-    let mut trace = Server(
-        Command::new(SNAPSHOT)
-            .args(["trace", "--comm", "cowexit", "--metrics", "127.0.0.1:0", "--json", report.to_str().unwrap(), "-o"])
-            .arg(path(&dir, "table.txt"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running snapshot trace"),
-    );
-    let mut stderr = BufReader::new(trace.0.stderr.take().unwrap());
-    let addr = metrics_address(&mut stderr);
-    let mut note = String::new();
-    stderr.read_line(&mut note).unwrap();
-    assert!(note.contains("tracing"), "{note}");
+    let mut trace = trace_comm(&dir, "cowexit", true);
     let copied = |addr: &str| sum_of(&get(addr, "/metrics"), "snapshot_cow_copied_bytes_total", "comm=\"cowexit\"") as u64;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let seen = std::thread::scope(|scope| {
@@ -517,7 +449,7 @@ fn trace_metrics_count_exiting_processes_once_while_scraped() {
         let scraper = scope.spawn(|| {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(copied(&addr));
+                seen.push(copied(&trace.addr));
             }
             seen
         });
@@ -541,14 +473,17 @@ fn trace_metrics_count_exiting_processes_once_while_scraped() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         scraper.join().expect("the scraping thread")
     });
-    let last = copied(&addr);
+    let last = copied(&trace.addr);
     // SAFETY: kill sends a signal to the tracer this test started.
-    assert_eq!(unsafe { libc::kill(trace.0.id() as i32, libc::SIGINT) }, 0);
-    assert!(trace.0.wait().unwrap().success());
-    let traced: u64 = json(&report)["processes"].as_array().unwrap().iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(unsafe { libc::kill(trace.child.id() as i32, libc::SIGINT) }, 0);
+    assert!(trace.child.wait().unwrap().success());
+    let traced = copied_in(&trace.report);
     assert!(seen.len() > 10, "only {} scrapes while the processes ran", seen.len());
-    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the counter went down: {seen:?}");
     assert!(traced >= 120 * 64 * 4096, "every run copied its pages: {traced}");
+    // Served counters never go down: a process counted twice while it exited
+    // (its live entry and its final record) would stay above the report.
+    let over = seen.iter().position(|&s| s > traced);
+    assert!(over.is_none(), "scrape {over:?} of {} counted more than the report's {traced}: {seen:?}", seen.len());
     assert_eq!(last, traced, "--metrics copied bytes vs the JSON report after {} scrapes", seen.len());
 }
 
@@ -623,7 +558,7 @@ sys.stdin.readline()
     let after = get(&addr, "/metrics");
     writeln!(stdin).unwrap();
     assert!(trace.0.wait().unwrap().success());
-    let traced: u64 = json(&report)["processes"].as_array().unwrap().iter().map(|p| p["cow_bytes"].as_u64().unwrap()).sum();
+    let traced = copied_in(&report);
     assert!(child >= 1024 * 4096, "the child's copies were scraped under python3: {child}\n{before}");
     let scraped = sum_of(&after, "snapshot_cow_copied_bytes_total", "") as u64;
     assert_eq!(scraped, traced, "--metrics copied bytes (every name) vs the JSON report:\n{before}\n{after}");

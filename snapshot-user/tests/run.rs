@@ -54,25 +54,15 @@ fn setting(path: &Path, run: &mut Child) -> Value {
 
 #[test]
 fn json_lines_agree_with_an_independent_tracer_and_private_dirty() {
-    if !privileged("json_lines_agree_with_an_independent_tracer_and_private_dirty") {
-        return;
-    }
     // Not beside the tests that load 2 M keys: its snapshots are timed on a 2-core machine.
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_machine) = privileged_machine("json_lines_agree_with_an_independent_tracer_and_private_dirty") else {
+        return;
+    };
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
     let html = path(&dir, "report.html");
-    let mut run = Reap(
-        Command::new(SNAPSHOT)
-            .args(["run", "--keys", "20000", "--rate", "4000", "--every", "1", "--warmup", "4", "--duration", "8"])
-            .args(["--no-tui", "--html"])
-            .arg(&html)
-            .arg("--json")
-            .arg(&json)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "20000", "--rate", "4000", "--every", "1", "--warmup", "4", "--duration", "8"]);
+    let mut run = Reap(command.arg("--html").arg(&html).spawn().unwrap());
     let setting = setting(&json, &mut run.0);
     let pid = u(&setting, "pid").to_string();
     // A second tracer, loaded on its own, on the same store: its per-fork
@@ -161,14 +151,12 @@ fn connect_drives_redis_server_and_agrees_with_rdb_last_cow_size() {
     let dir = temp_dir();
     let (server, out, port) = redis_server(&dir);
     std::thread::spawn(move || for _ in out.lines() {});
-    let json = path(&dir, "run.jsonl");
-    let status = Command::new(SNAPSHOT)
-        .args(["run", "--connect", &format!("127.0.0.1:{port}"), "--keys", "50000", "--rate", "5000"])
-        .args(["--every", "1", "--warmup", "1", "--duration", "4", "--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    let connect = format!("127.0.0.1:{port}");
+    let (mut command, json) = snapshot_run(
+        &dir,
+        &["--connect", &connect, "--keys", "50000", "--rate", "5000", "--every", "1", "--warmup", "1", "--duration", "4"],
+    );
+    let status = command.status().unwrap();
     assert!(status.success());
     let all = lines(&json);
     // The pid came from the listening socket.
@@ -283,20 +271,14 @@ impl Drop for KillTmux {
 
 #[test]
 fn pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back() {
-    if !privileged("pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back") {
+    let Some(_machine) = privileged_machine("pages_compares_4k_and_hugetlb_and_gives_the_huge_pages_back") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap();
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
-    let status = Command::new(SNAPSHOT)
-        .args(["run", "--keys", "20000", "--rate", "3000", "--every", "1", "--warmup", "1", "--duration", "3"])
-        .args(["--pages", "4k,hugetlb", "--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "20000", "--rate", "3000", "--every", "1", "--warmup", "1", "--duration", "3"]);
+    let status = command.args(["--pages", "4k,hugetlb"]).status().unwrap();
     assert!(status.success());
     assert_eq!(std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap(), before, "huge pages not given back");
     let all = lines(&json);
@@ -328,20 +310,14 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 #[test]
 fn methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork() {
-    if !privileged("methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork") {
+    let Some(_machine) = privileged_machine("methods_run_in_turn_and_redirect_and_forkless_copy_less_than_fork") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
     // 100 MB, so each save lasts long enough for a few thousand SETs to land in it.
-    let status = Command::new(SNAPSHOT)
-        .args(["run", "--keys", "200000", "--rate", "5000", "--every", "1", "--warmup", "1", "--duration", "5"])
-        .args(["--method", "fork,redirect,forkless", "--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "200000", "--rate", "5000", "--every", "1", "--warmup", "1", "--duration", "5"]);
+    let status = command.args(["--method", "fork,redirect,forkless"]).status().unwrap();
     assert!(status.success());
     let all = lines(&json);
     let methods: Vec<&str> = of_type(&all, "setting").iter().map(|s| s["method"].as_str().unwrap()).collect();
@@ -453,10 +429,9 @@ fn children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store() {
-    if !privileged("sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store") {
+    let Some(_machine) = privileged_machine("sigterm_while_loading_gives_the_huge_pages_back_and_stops_the_store") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let before = nr_hugepages();
     // Puts the pool back even when the test fails (after the store is gone: it is dropped later).
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &before.to_string());
@@ -533,10 +508,9 @@ impl Drop for KillPid {
 
 #[test]
 fn sigkill_of_the_run_stops_the_store() {
-    if !privileged("sigkill_of_the_run_stops_the_store") {
+    let Some(_machine) = privileged_machine("sigkill_of_the_run_stops_the_store") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     // A killed run cannot give the huge pages back itself (the README says so): the test does.
     let _pool = Restore::set("/proc/sys/vm/nr_hugepages", &nr_hugepages().to_string());
     let (mut run, store) = hugetlb_run_with_its_store();
@@ -559,10 +533,9 @@ fn sigkill_of_the_run_stops_the_store() {
 
 #[test]
 fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
-    if !privileged("ctrl_c_on_the_live_screen_while_loading_stops_the_run") {
+    let Some(_machine) = privileged_machine("ctrl_c_on_the_live_screen_while_loading_stops_the_run") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = temp_dir();
     let socket = path(&dir, "tmux.sock");
     let _server = KillTmux(socket.clone());
@@ -596,31 +569,23 @@ fn ctrl_c_on_the_live_screen_while_loading_stops_the_run() {
 /// before any snapshot ended.
 #[test]
 fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
-    if !privileged("ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison") {
+    let Some(_machine) = privileged_machine("ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison")
+    else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
-    // --warmup 2: the last method's first snapshot starts 2 s after its setting line.
-    let mut run = Command::new(SNAPSHOT)
-        .args(["run", "--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "2", "--duration", "4"])
-        .args(["--method", "fork,redirect", "--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = |text: &str| text.matches("\"type\":\"setting\"").count() == 2;
-    while !std::fs::read_to_string(&json).is_ok_and(|t| started(&t)) {
-        assert!(run.try_wait().unwrap().is_none(), "the run ended before its second method");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    // No snapshot before an hour of load: however late the signal comes after
+    // the second method's setting line, that method has none. The first ends
+    // at --duration without one, not stopped: its row stays.
+    let (mut command, json) = snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--warmup", "3600", "--duration", "1"]);
+    let mut run = Reap(command.args(["--method", "fork,redirect"]).stderr(Stdio::null()).spawn().unwrap());
+    settings(&json, &mut run.0, 2);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     // Interrupted: 128 + SIGINT, as a shell reports it, after the report.
-    assert_eq!(run.wait().unwrap().code(), Some(130));
+    assert_eq!(run.0.wait().unwrap().code(), Some(130));
     let all = lines(&json);
-    assert!(of_type(&all, "snapshot").iter().all(|s| s["method"] == "fork"), "redirect snapshotted: {all:?}");
+    assert!(of_type(&all, "snapshot").is_empty(), "a snapshot within the warmup: {all:?}");
+    assert_eq!(of_type(&all, "end").len(), 2, "each method's end line: {all:?}");
     // One row left: no comparison, as for a single method.
     assert!(of_type(&all, "comparison").is_empty(), "{:?}", of_type(&all, "comparison"));
 }
@@ -629,10 +594,9 @@ fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
 /// note rather than an error, and the store is gone.
 #[test]
 fn ctrl_c_while_loading_stops_the_run_without_an_error() {
-    if !privileged("ctrl_c_while_loading_stops_the_run_without_an_error") {
+    let Some(_machine) = privileged_machine("ctrl_c_while_loading_stops_the_run_without_an_error") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     // Far more keys than load before the signal: it comes as soon as the store exists.
     let run = Command::new(SNAPSHOT)
         .args(["run", "--keys", "2000000", "--duration", "2", "--no-tui"])
@@ -661,19 +625,13 @@ fn ctrl_c_while_loading_stops_the_run_without_an_error() {
 /// as for a SIGINT of its own (its store is not stopped under it).
 #[test]
 fn ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone() {
-    if !privileged("ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone") {
+    let Some(_machine) = privileged_machine("ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
-    let mut command = Command::new(SNAPSHOT);
-    command
-        .args(["run", "--keys", "20000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "60"])
-        .args(["--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "20000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "60"]);
+    command.stderr(Stdio::piped());
     // A group of its own, as a shell's job: the signal goes to it and what it started.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let run = command.spawn().unwrap();
@@ -696,31 +654,15 @@ fn ctrl_c_to_the_runs_process_group_stops_it_as_the_run_alone() {
 /// row, says which method failed, and does not exit 0.
 #[test]
 fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
-    if !privileged("a_method_that_fails_shows_the_methods_before_it_and_fails") {
+    let Some(_machine) = privileged_machine("a_method_that_fails_shows_the_methods_before_it_and_fails") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
-    let run = Command::new(SNAPSHOT)
-        .args(["run", "--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "3"])
-        .args(["--method", "fork,redirect", "--no-tui", "--json"])
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut run = Reap(run);
-    let second = loop {
-        let text = std::fs::read_to_string(&json).unwrap_or_default();
-        let settings: Vec<Value> =
-            complete_lines(&text).filter(|l| l.contains("\"type\":\"setting\"")).map(|l| serde_json::from_str(l).unwrap()).collect();
-        if settings.len() == 2 {
-            break settings[1].clone();
-        }
-        assert!(run.0.try_wait().unwrap().is_none(), "the run ended before its second method");
-        std::thread::sleep(Duration::from_millis(10));
     };
+    let dir = temp_dir();
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "3"]);
+    command.args(["--method", "fork,redirect"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut run = Reap(command.spawn().unwrap());
+    let second = settings(&json, &mut run.0, 2)[1].clone();
     let store = u(&second, "pid") as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(store), nix::sys::signal::Signal::SIGKILL).unwrap();
     let read = |mut pipe: Box<dyn std::io::Read + Send>| {
@@ -753,18 +695,13 @@ fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
 /// (no snapshot child shares pages), the mappings' bytes are the total.
 #[test]
 fn stacks_name_the_stores_code_paths_and_mappings_live() {
-    if !privileged("stacks_name_the_stores_code_paths_and_mappings_live") {
+    let Some(_machine) = privileged_machine("stacks_name_the_stores_code_paths_and_mappings_live") else {
         return;
-    }
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let dir = temp_dir();
-    let json = path(&dir, "run.jsonl");
-    let out = Command::new(SNAPSHOT)
-        .args(["run", "--keys", "20000", "--rate", "4000", "--every", "2", "--warmup", "1", "--duration", "7"])
-        .args(["--interval", "500ms", "--no-tui", "--stacks", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
+    let (mut command, json) =
+        snapshot_run(&dir, &["--keys", "20000", "--rate", "4000", "--every", "2", "--warmup", "1", "--duration", "7"]);
+    let out = command.args(["--interval", "500ms", "--stacks"]).stdout(Stdio::piped()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "snapshot run failed: {}", String::from_utf8_lossy(&out.stderr));
     let all = lines(&json);

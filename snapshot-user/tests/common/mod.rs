@@ -257,3 +257,92 @@ pub fn screenshot(page: &std::path::Path, dir: &tempfile::TempDir, size: &str) -
     buf.truncate(info.buffer_size());
     (buf, info.line_size / info.width as usize)
 }
+
+/// `privileged(test)`, then the machine lock for tests that run the store
+/// under load or change machine-wide settings; None when skipped.
+pub fn privileged_machine(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    privileged(test).then(|| MACHINE.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `snapshot run ARGS --no-tui --json DIR/run.jsonl`, stdout to /dev/null:
+/// the command, to add to and start, and the JSON Lines file's path.
+pub fn snapshot_run(dir: &tempfile::TempDir, args: &[&str]) -> (Command, PathBuf) {
+    let json = path(dir, "run.jsonl");
+    let mut command = Command::new(SNAPSHOT);
+    command.arg("run").args(args).args(["--no-tui", "--json"]).arg(&json).stdout(std::process::Stdio::null());
+    (command, json)
+}
+
+/// Waits until the run's JSON Lines hold `count` complete setting lines (one
+/// per workload started) and returns them; fails if the run ends first.
+pub fn settings(json: &Path, run: &mut std::process::Child, count: usize) -> Vec<serde_json::Value> {
+    loop {
+        let text = std::fs::read_to_string(json).unwrap_or_default();
+        let settings: Vec<serde_json::Value> = complete_lines(&text)
+            .filter(|l| l.contains("\"type\":\"setting\""))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if settings.len() >= count {
+            return settings;
+        }
+        assert!(run.try_wait().unwrap().is_none(), "the run ended before its setting line {count}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Reads stderr lines until one says where metrics are served; its address.
+pub fn metrics_address(stderr: &mut impl std::io::BufRead) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).expect("reading stderr") > 0, "no metrics address in:\n{seen}");
+        if let Some(rest) = line.split("serving metrics on http://").nth(1) {
+            return rest.split('/').next().unwrap().to_string();
+        }
+        seen.push_str(&line);
+    }
+}
+
+/// A `snapshot trace --comm` started by `trace_comm`; killed when dropped.
+pub struct CommTracer {
+    pub child: std::process::Child,
+    /// Kept open to the end: the tracer's notes go there.
+    pub stderr: std::io::BufReader<std::process::ChildStderr>,
+    /// Where it serves metrics (empty without).
+    pub addr: String,
+    /// Its JSON report, written when it ends.
+    pub report: PathBuf,
+}
+
+impl Drop for CommTracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `snapshot trace --comm COMM --json DIR/report.json -o DIR/table.txt`, with
+/// `--metrics 127.0.0.1:0` when `metrics`: returned once it says it is tracing.
+pub fn trace_comm(dir: &tempfile::TempDir, comm: &str, metrics: bool) -> CommTracer {
+    use std::io::BufRead as _;
+    let report = path(dir, "report.json");
+    let mut child = Command::new(SNAPSHOT)
+        .args(["trace", "--comm", comm])
+        .args(metrics.then_some(["--metrics", "127.0.0.1:0"]).into_iter().flatten())
+        .arg("--json")
+        .arg(&report)
+        .arg("-o")
+        .arg(path(dir, "table.txt"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running snapshot trace");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut tracer = CommTracer { child, stderr, addr: String::new(), report };
+    if metrics {
+        tracer.addr = metrics_address(&mut tracer.stderr);
+    }
+    let mut note = String::new();
+    tracer.stderr.read_line(&mut note).expect("reading the tracer's stderr");
+    assert!(note.contains("tracing"), "{note}");
+    tracer
+}
