@@ -60,8 +60,16 @@ graph_python() { # a forked Python worker that only reads; prints its copies by 
     # The interpreter itself, not a wrapper script in front of it (pyenv's shim is bash).
     PYTHON=$(python3 -c 'import sys; print(sys.executable)')
     "$SNAP" trace --stacks --flamegraph "$TMP/python.svg" --by-mapping -o "$TMP/python.txt" \
-        -- "$PYTHON" "$HERE/scripts/fork-worker.py"
+        --json "$TMP/python.json" -- "$PYTHON" "$HERE/scripts/fork-worker.py"
     sed -n '/copies by mapping:/,$p' "$TMP/python.txt"
+    # The figure the README quotes: the forked child's copies.
+    python3 - "$TMP/python.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+fork = report["forks"][0]
+child = next(p for p in report["processes"] if p["pid"] == fork["child"])
+print(f"fork-worker.py's child copied {child['cow_copies']} pages, {child['cow_bytes'] / 2**20:.1f} MiB")
+PY
     shot "$TMP/python.svg" "$HERE/docs/flame-python-fork.png"
 }
 

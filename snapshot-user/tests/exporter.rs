@@ -480,6 +480,12 @@ fn trace_metrics_count_exiting_processes_once_while_scraped() {
     let traced = copied_in(&trace.report);
     assert!(seen.len() > 10, "only {} scrapes while the processes ran", seen.len());
     assert!(traced >= 120 * 64 * 4096, "every run copied its pages: {traced}");
+    // Ground truth: 120 runs, each a parent and the child it forked. A
+    // process read live and then from its final record in the same read
+    // would be listed (and counted) twice.
+    let report = json(&trace.report);
+    let listed = report["processes"].as_array().unwrap().iter().filter(|p| p["comm"] == "cowexit").count();
+    assert_eq!(listed, 2 * 120, "cowexit processes in the report: {:#}", report["processes"]);
     // Served counters never go down: a process counted twice while it exited
     // (its live entry and its final record) would stay above the report.
     let over = seen.iter().position(|&s| s > traced);

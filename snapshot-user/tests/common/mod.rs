@@ -318,6 +318,12 @@ impl Drop for CommTracer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows what the tracer said.
+        if std::thread::panicking() {
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut self.stderr, &mut said);
+            eprintln!("snapshot trace's stderr:\n{said}");
+        }
     }
 }
 
