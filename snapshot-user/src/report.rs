@@ -218,14 +218,21 @@ impl Collector {
     fn sweep(&mut self, loaded: &mut Loaded, live: &mut BTreeMap<u32, ProcStats>, gone: &[u32]) -> Result<()> {
         for tgid in gone {
             let Some(stats) = live.remove(tgid) else { continue };
-            match loaded.procs()?.remove(tgid) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context("removing an exited process from PROCS"),
-            }
+            removed_or_gone(loaded.procs()?.remove(tgid)).context("removing an exited process from PROCS")?;
             self.exited.push(stats);
             self.swept += 1;
         }
         Ok(())
+    }
+}
+
+/// A delete of an entry that is already gone is done. aya reports that as
+/// the syscall's ENOENT, not as `KeyNotFound`.
+fn removed_or_gone(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        other => other,
     }
 }
 
@@ -450,6 +457,20 @@ pub fn print(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deleting_an_entry_already_gone_is_not_an_error() {
+        let gone = |errno| {
+            aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert!(removed_or_gone(Err(gone(libc::ENOENT))).is_ok());
+        assert!(removed_or_gone(Err(aya::maps::MapError::KeyNotFound)).is_ok());
+        assert!(removed_or_gone(Err(gone(libc::EPERM))).is_err());
+        assert!(removed_or_gone(Ok(())).is_ok());
+    }
 
     #[test]
     fn human_sizes() {
