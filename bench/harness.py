@@ -10,6 +10,7 @@ BENCH_ROUNDS, SNAP (the snapshot binary).
 """
 import ctypes, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from storebench import Conn
+from empty_tracepoints import COPY_PATH
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
@@ -116,10 +117,14 @@ class Tracer:
 
 
 def start_tracer(cond, workdir, pid=None, comm=None):
-    """cond: none | snapshot-pid | snapshot-comm | snapshot-all | bpftrace-wp."""
+    """cond: none | empty | snapshot-pid | snapshot-comm | snapshot-all | bpftrace-wp."""
     json_path = os.path.join(workdir, "trace.json")
     if cond == "none":
         return None
+    if cond == "empty":
+        # `return 0` on each tracepoint of the copy path: what any program there costs (the floor).
+        here = os.path.dirname(os.path.abspath(__file__))
+        return Tracer(["python3", os.path.join(here, "empty_tracepoints.py"), *COPY_PATH], "ATTACHED", workdir)
     if cond == "bpftrace-wp":
         ensure_tracefs()
         return Tracer(["bpftrace", "-e", BPFTRACE_WP], "ATTACHED", workdir)
