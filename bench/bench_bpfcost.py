@@ -12,7 +12,7 @@ Needs root, cc, bpftool, redis-server, redis-benchmark."""
 import json, os, subprocess
 import harness as h
 from empty_tracepoints import COPY_PATH as TRACEPOINTS, enable_stats
-from bench_overhead import add_ratios, load_args, over_saves
+from bench_overhead import add_ratios, load_args, over_saves, populate
 
 PAGES = h.pick(4096, 262144)
 KEYS = h.pick(20_000, 1_000_000)
@@ -124,7 +124,7 @@ def rewrite(work, m):
 def redis(work, m):
     server = h.Server("redis")
     try:
-        server.cli("DEBUG", "POPULATE", KEYS, "key", 512)
+        populate(server, KEYS)
         for r in range(h.ROUNDS):
             rps = {}
             for cond in h.rotated(CONDS, r):
@@ -183,7 +183,7 @@ def body():
             f"FORKREWRITE_STEPS=1 forkrewrite {PAGES}  # bench/forkrewrite.c; bpftool prog show --json after populate and after the rewrite",
             f"python3 bench/empty_tracepoints.py {' '.join(TRACEPOINTS)}",
             "snapshot trace --comm cowbench | --pid REDIS --json FILE",
-            f"redis-server --save '' ; DEBUG POPULATE {KEYS} key 512 ; "
+            f"redis-server --save '' ; SET key:%012d (512 B) for 0 … {KEYS - 1} | redis-cli --pipe ; "
             f"redis-benchmark {' '.join(map(str, load_args(KEYS)))} -l -q &  # measured over {SAVES} BGSAVEs back to back"],
            list(m.values()), [f"redis-server {ver}"])
 
@@ -198,7 +198,8 @@ the floor any program there pays, and its ns per run is the accounting's own flo
 --comm cowbench` (rewrite) or `--pid REDIS` (redis). Rewrite: `bench/forkrewrite.c` maps {pages} private 4 KiB pages
 and populates them, then (read counters) forks and the parent writes one byte per page while the child waits
 ({pages} COW copies), (read counters) and ends; runs per copy count every run of the machine in that stretch. Redis:
-one redis-server 7 with {keys} keys of 512 B; `redis-benchmark -t set -P 16 -c 20 -r {keys} -d 512` runs without
+one redis-server 7 with {keys} keys of 512 B named as redis-benchmark names them (as in `bench:overhead`);
+`redis-benchmark -t set -P 16 -c 20 -r {keys} -d 512` runs without
 end, and counters and the server's SET count (INFO commandstats) are read at the start of the first and the end of
 the last of {saves} BGSAVEs back to back (as in `bench:overhead`); per SET counts every run of the machine (the server,
 its save children, redis-benchmark, the kernel's network path). The ratio table divides each run's SET/s by the

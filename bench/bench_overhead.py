@@ -73,6 +73,21 @@ def dd(work, m):
         idle.wait()
 
 
+def populate(server, keys):
+    """KEYS keys of 512 B, named as `redis-benchmark -r KEYS` names its keys (key:%012d): the load only
+    overwrites, so every run sees the same dataset (DEBUG POPULATE's key:N would let it grow to twice
+    the size as the runs go, the later runs saving more)."""
+    p = subprocess.Popen(["redis-cli", "-p", str(server.port), "--pipe"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    value = b"x" * 512
+    for start in range(0, keys, 10_000):
+        p.stdin.write(b"".join(b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$512\r\n%s\r\n" % (i, value)
+                               for i in range(start, min(keys, start + 10_000))))
+    out, _ = p.communicate()
+    if p.returncode != 0 or b"errors: 0," not in out or server.cli("DBSIZE") != str(keys):
+        raise RuntimeError(f"populating {keys} keys failed: {out.decode(errors='replace')[-2000:]}")
+
+
 def set_calls(server):
     """SETs the server has executed so far (INFO commandstats)."""
     stat = server.info("commandstats").get("cmdstat_set", "calls=0")
@@ -136,7 +151,7 @@ def redis(work, m):
     conds = REDIS_CONDS
     server = h.Server("redis")
     try:
-        server.cli("DEBUG", "POPULATE", KEYS, "key", 512)
+        populate(server, KEYS)
         for r in range(h.ROUNDS):
             rps = {}
             for cond in h.rotated(conds, r):
@@ -183,7 +198,7 @@ def body():
     h.emit("overhead", METHOD.format(pages=PAGES, reps=REPS, dd=DD, keys=KEYS, saves=SAVES, tps=", ".join(h.COPY_PATH)),
            [f"forkrewrite {PAGES}  # bench/forkrewrite.c, {REPS} per tracer session",
             f"dd if=/dev/zero of=/dev/null bs=1 count={DD}",
-            f"redis-server --save '' ; DEBUG POPULATE {KEYS} key 512 ; "
+            f"redis-server --save '' ; SET key:%012d (512 B) for 0 … {KEYS - 1} | redis-cli --pipe ; "
             f"redis-benchmark {' '.join(map(str, load_args(KEYS)))} -l -q &  # measured over {SAVES} BGSAVEs back to back",
             f"python3 bench/empty_tracepoints.py {' '.join(h.COPY_PATH)}",
             "snapshot trace --comm cowbench | --pid PID | --all --json FILE",
@@ -200,7 +215,8 @@ runs, then the tracer gets SIGINT. Conditions are interleaved, the first rotatin
 `bench/forkrewrite.c` maps {pages} private 4 KiB pages, populates, forks, and the parent writes one byte per page
 while the child waits (each write is one COW copy), timed inside with CLOCK_MONOTONIC; {reps} runs per tracer
 session. dd: `dd bs=1 count={dd}` (about 2 syscalls per byte) is not traced; the tracer watches an idle `sleep` (or,
-for bpftrace, every process). Redis: one redis-server 7 with {keys} keys of 512 B (DEBUG POPULATE); `redis-benchmark
+for bpftrace, every process). Redis: one redis-server 7 with {keys} keys of 512 B, named as redis-benchmark names them (so its SETs
+overwrite and the dataset stays the same in every run); `redis-benchmark
 -t set -P 16 -c 20 -r {keys} -d 512` runs without end; once it is setting, {saves} BGSAVEs run back to back and the
 SETs the server executed in between (INFO commandstats) divided by the time from the first save's start to the last
 one's end are the run's SET/s: each run spans whole saves, so no run depends on which part of a save it overlapped.

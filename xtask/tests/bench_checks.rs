@@ -121,17 +121,20 @@ finally:
 #[test]
 fn the_redis_load_is_measured_over_whole_saves_and_a_failed_save_fails_the_run() {
     // A real redis-server and redis-benchmark: the window holds exactly the saves asked for and the SETs
-    // the server executed in it; a save that fails (its directory gone) is refused, not measured.
+    // the server executed in it, over a dataset that does not grow; a save that fails (its directory
+    // gone) is refused, not measured.
     let (ok, err) = py(r#"
 import shutil, harness as h, bench_overhead as o
 s = h.Server("redis")
 try:
-    s.cli("DEBUG", "POPULATE", 20000, "key", 512)
+    o.populate(s, 20000)
     saves0 = int(s.info("persistence")["rdb_saves"])
     sets0 = o.set_calls(s)
     sets, secs, marks = o.over_saves(s, 2, 20000, mark=lambda: o.set_calls(s))
     assert int(s.info("persistence")["rdb_saves"]) - saves0 == 2, s.info("persistence")
     assert sets > 0 and secs > 0, (sets, secs)
+    # The load overwrote the populated keys: the dataset every run saves did not grow.
+    assert s.cli("DBSIZE") == "20000", s.cli("DBSIZE")
     # The window opened once the load ran (10000 SETs in), and closed after it.
     assert marks[0] >= sets0 + 10000 and marks[1] - marks[0] >= sets * 0.5, (marks, sets, sets0)
     shutil.rmtree(s.dir)
