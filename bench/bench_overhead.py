@@ -32,15 +32,19 @@ def rewrite(work, m):
         for cond in h.rotated(conds, r):
             t = h.start_tracer(cond, work, comm="cowbench")
             pids = []
-            for _ in range(REPS):
-                pid, out = cowbench(binary)
-                pids.append(pid)
-                fork_us, rewrite_us, window_us = map(float, out.split())
-                m["rewrite"]["samples"][cond].append(rewrite_us * 1000 / PAGES)
-                m["window"]["samples"][cond].append(window_us / 1000)
+            try:
+                for _ in range(REPS):
+                    pid, out = cowbench(binary)
+                    pids.append(pid)
+                    fork_us, rewrite_us, window_us = map(float, out.split())
+                    m["rewrite"]["samples"][cond].append(rewrite_us * 1000 / PAGES)
+                    m["window"]["samples"][cond].append(window_us / 1000)
+            finally:
+                # Stopped before the next condition starts: no condition runs with another's programs.
+                tracer_out = t.stop() if t else None
             if t and cond != "empty":
                 # Every rewrite is PAGES copies by the forking parent: a tracer that saw fewer measured less.
-                h.check_seen(cond, h.copies_seen(cond, t.stop(), work, pids), PAGES)
+                h.check_seen(cond, h.copies_seen(cond, tracer_out, work, pids), PAGES)
             h.log(f"overhead rewrite round {r + 1} {cond}: {m['rewrite']['samples'][cond][-1]:.0f} ns/copy")
 
 

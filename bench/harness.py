@@ -248,6 +248,10 @@ def main(body):
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     try:
         body()
+        if _running:
+            # A body that ends with a tracer still attached measured its later conditions under it.
+            raise RuntimeError(f"the body ended with {len(_running)} tracer(s) still running: "
+                               "a condition after its own was measured with its programs attached")
     finally:
         # A second signal must not cut this short: the tracers are stopped first.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

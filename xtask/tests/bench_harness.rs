@@ -78,3 +78,15 @@ fn a_body_sent_sigterm_stops_its_tracer() {
     assert_eq!(out.status.code(), Some(143));
     assert!(!left, "tracer {tracer} outlived the SIGTERMed body");
 }
+
+#[test]
+fn a_body_that_ends_with_a_tracer_still_running_fails_and_stops_it() {
+    // Its later conditions ran with that tracer's programs attached: the body's numbers are wrong.
+    let (py, tracer) = body("pass");
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer, left);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("still running"), "a body that left its tracer running passed: {err}");
+    assert!(!left, "tracer {tracer} outlived the body: {err}");
+}
