@@ -72,6 +72,8 @@ pub fn targets() -> Vec<Target> {
     t("overhead", 9, "rewrite_ns_per_copy", "empty", AddedAtMost(250.0),
       "rewrite: the floor, `return 0` on the copy path's tracepoints (`empty`), ≤ 250 ns added: can any tracer there meet the target?"),
     t("overhead", 9, "rewrite_ns_per_copy", "snapshot-comm", AddedAbove("empty"), "rewrite: the tracer's own work per copy, above the floor"),
+    t("bpfcost", 9, "rewrite_ns_per_copy", "snapshot", AddedAbove("empty"), "rewrite: wall time per copy above the floor (BPF stats on)"),
+    t("bpfcost", 9, "program_ns_per_copy", "snapshot", AddedAbove("empty"), "rewrite: program time per copy above the floor (the bodies' own)"),
     t("overhead", 9, "rewrite_ns_per_copy", "snapshot-comm", Below("bpftrace-wp"), "rewrite: traced below bpftrace's one-liner"),
     t("overhead", 9, "dd_s", "snapshot-pid", RatioAtMost(1.02), "dd while another pid is traced ≤ 1.02×"),
     t("accuracy", 15, "tracer_minus_truth", "*", Slack { of: "truth_copies", pct: 1.0, abs: 64.0 },
@@ -246,6 +248,14 @@ mod tests {
         assert_eq!((by("rewrite: the floor").verdict, by("rewrite: the floor").measured.as_str()), ("not met", "405.0 ns added"));
         let own = by("rewrite: the tracer's own work");
         assert_eq!((own.verdict, own.measured.as_str()), (FIGURE, "200.0 ns (snapshot-comm − empty)"));
+        let bpf = metrics(
+            r#"[{"id":"rewrite_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":"none",
+                 "samples":{"none":[1000],"empty":[1400],"snapshot":[1900]}},
+                {"id":"program_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":null,
+                 "samples":{"empty":[140],"snapshot":[390]}}]"#,
+        );
+        let figures: Vec<_> = judge("bpfcost", &bpf).into_iter().map(|v| (v.measured, v.verdict)).collect();
+        assert_eq!(figures, [("500.0 ns (snapshot − empty)".to_string(), FIGURE), ("250.0 ns (snapshot − empty)".to_string(), FIGURE)]);
         let quick = super::super::judged("overhead", &ms, true, 1);
         assert!(quick.iter().any(|v| v.verdict == FIGURE), "a figure is shown in a quick run too: {quick:?}");
     }
