@@ -68,6 +68,8 @@ pub fn targets() -> Vec<Target> {
     let mut all = vec![
     t("overhead", 9, "redis_set_ratio", "snapshot-pid", AtLeast(0.97), "redis SET/s traced --pid ≥ 0.97 of untraced (median of per-round ratios)"),
     t("overhead", 9, "redis_set_ratio", "snapshot-all", AtLeast(0.95), "redis SET/s traced --all ≥ 0.95 of untraced (median of per-round ratios)"),
+    t("overhead", 9, "redis_set_ratio", "empty", AtLeast(0.97),
+      "redis: the floor, `return 0` on the copy path's tracepoints (`empty`), ≥ 0.97 of untraced: can --pid meet it?"),
     t("overhead", 9, "rewrite_ns_per_copy", "snapshot-comm", AddedAtMostOverFloor(250.0, "empty"), "rewrite: added cost per copy ≤ 250 ns"),
     t("overhead", 9, "rewrite_ns_per_copy", "empty", AddedAtMost(250.0),
       "rewrite: the floor, `return 0` on the copy path's tracepoints (`empty`), ≤ 250 ns added: can any tracer there meet the target?"),
@@ -233,6 +235,7 @@ mod tests {
         assert_eq!(by("rewrite: added").measured, "300.0 ns added; no `empty` in this run");
         assert_eq!(by("rewrite: traced below").verdict, "not met");
         assert_eq!(by("rewrite: the floor").verdict, "not measured", "a run without `empty` has no floor");
+        assert_eq!(by("redis: the floor").verdict, "not measured");
         assert_eq!(by("dd while").verdict, "not measured");
     }
 
@@ -240,11 +243,14 @@ mod tests {
     fn the_floor_is_shown_beside_the_added_cost_and_judged_alone() {
         let ms = metrics(
             r#"[{"id":"rewrite_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":"none",
-                 "samples":{"none":[1000,1010],"empty":[1400,1420],"snapshot-comm":[1600,1620]}}]"#,
+                 "samples":{"none":[1000,1010],"empty":[1400,1420],"snapshot-comm":[1600,1620]}},
+                {"id":"redis_set_ratio","title":"t","unit":"×","better":"higher","baseline":null,
+                 "samples":{"empty":[0.96,0.95,0.99],"snapshot-pid":[0.94,0.95,0.96]}}]"#,
         );
         let v = judge("overhead", &ms);
         let by = |text: &str| v.iter().find(|v| v.target.starts_with(text)).unwrap();
         assert_eq!(by("rewrite: added").measured, "605.0 ns added; `empty` adds 405.0 of it: the floor");
+        assert_eq!((by("redis: the floor").verdict, by("redis: the floor").measured.as_str()), ("not met", "0.960 ×"));
         assert_eq!((by("rewrite: the floor").verdict, by("rewrite: the floor").measured.as_str()), ("not met", "405.0 ns added"));
         let own = by("rewrite: the tracer's own work");
         assert_eq!((own.verdict, own.measured.as_str()), (FIGURE, "200.0 ns (snapshot-comm − empty)"));
