@@ -153,3 +153,25 @@ assert m["samples"] == {"a": [1.2, 1.0], "b": [0.9, 0.8]}, m
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_redis_window_times_the_saves_not_the_marks_around_them() {
+    // bpfcost's mark() runs bpftool (slow, on the same cores): the SET/s window must not contain it, and
+    // the counters it reads must enclose the window. The mark sleeps, so a window holding it is longer
+    // than the span between the end of the first mark and the start of the last.
+    let (ok, err) = py(r#"
+import time, harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    def mark():
+        a = time.monotonic()
+        time.sleep(0.5)
+        return a, time.monotonic()
+    sets, secs, ((a0, b0), (a1, b1)) = o.over_saves(s, 1, 2000, mark=mark)
+    assert secs <= a1 - b0, (secs, a1 - b0)
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
