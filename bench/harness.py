@@ -118,6 +118,9 @@ class Tracer:
 
 def start_tracer(cond, workdir, pid=None, comm=None):
     """cond: none | empty | snapshot-pid | snapshot-comm | snapshot-all | bpftrace-wp."""
+    if _running:
+        # Conditions are compared one against another: none may run beside another's programs.
+        raise RuntimeError(f"condition {cond} started with {len(_running)} tracer(s) still running")
     json_path = os.path.join(workdir, "trace.json")
     if cond == "none":
         return None

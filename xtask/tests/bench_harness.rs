@@ -90,3 +90,15 @@ fn a_body_that_ends_with_a_tracer_still_running_fails_and_stops_it() {
     assert!(!out.status.success() && err.contains("still running"), "a body that left its tracer running passed: {err}");
     assert!(!left, "tracer {tracer} outlived the body: {err}");
 }
+
+#[test]
+fn a_condition_started_while_another_tracer_runs_fails() {
+    // Stopping the first tracer later does not undo it: the condition was measured under its programs.
+    let (py, tracer) = body("h.start_tracer('none', tempfile.mkdtemp()); t.stop()");
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer, left);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("still running"), "a condition ran beside another's tracer: {err}");
+    assert!(!left, "tracer {tracer} outlived the body: {err}");
+}
