@@ -170,6 +170,10 @@ fn judge_one(target: &Target, m: &Metric, cond: &str, all: &[Metric]) -> Verdict
         AddedAtMostOverFloor(d, floor) => {
             let added = x - base.unwrap_or(f64::NAN);
             let of_it = match med(floor) {
+                // A floor above the whole is noise, not a part of it.
+                Some(f) if f - base.unwrap_or(f64::NAN) > added => {
+                    format!("; `{floor}` adds {}, more: the two differ by noise", fmt(f - base.unwrap_or(f64::NAN)))
+                }
                 Some(f) => format!("; `{floor}` adds {} of it: the floor", fmt(f - base.unwrap_or(f64::NAN))),
                 None => format!("; no `{floor}` in this run"),
             };
@@ -177,6 +181,7 @@ fn judge_one(target: &Target, m: &Metric, cond: &str, all: &[Metric]) -> Verdict
         }
         AddedAbove(floor) => {
             let measured = match med(floor) {
+                Some(f) if x <= f => format!("none seen: {cond} {} {u} ≤ {floor} {} {u}", fmt(x), fmt(f), u = m.unit),
                 Some(f) => format!("{} {} ({cond} − {floor})", fmt(x - f), m.unit),
                 None => format!("no {floor}"),
             };
@@ -264,6 +269,20 @@ mod tests {
         assert_eq!(figures, [("500.0 ns (snapshot − empty)".to_string(), FIGURE), ("250.0 ns (snapshot − empty)".to_string(), FIGURE)]);
         let quick = super::super::judged("overhead", &ms, true, 1);
         assert!(quick.iter().any(|v| v.verdict == FIGURE), "a figure is shown in a quick run too: {quick:?}");
+    }
+
+    #[test]
+    fn a_floor_above_the_tracer_is_not_called_part_of_it_nor_a_negative_work() {
+        // Noise can put `empty` above snapshot-comm: "adds 500 of" 300 and "-200 ns of own work" claim
+        // what the numbers do not show.
+        let ms = metrics(
+            r#"[{"id":"rewrite_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":"none",
+                 "samples":{"none":[1000],"empty":[1500],"snapshot-comm":[1300]}}]"#,
+        );
+        let v = judge("overhead", &ms);
+        let by = |text: &str| v.iter().find(|v| v.target.starts_with(text)).unwrap();
+        assert_eq!(by("rewrite: added").measured, "300.0 ns added; `empty` adds 500.0, more: the two differ by noise");
+        assert_eq!(by("rewrite: the tracer's own work").measured, "none seen: snapshot-comm 1300 ns ≤ empty 1500 ns");
     }
 
     #[test]
