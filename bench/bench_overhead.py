@@ -127,6 +127,9 @@ def over_saves(server, saves, keys, mark=lambda: None):
         sets1, t1, m1 = set_calls(server), time.monotonic(), mark()
         if load.poll() is not None:
             raise RuntimeError(f"redis-benchmark exited during the saves: {load.stderr.read()[-2000:]}")
+        if sets1 <= sets0:
+            # Nothing was measured: no SET/s (nor a ratio to it) stands for a run without load.
+            raise RuntimeError(f"no SET executed during the {saves} BGSAVEs: see {server.dir}/log")
     finally:
         load.kill()
         load.wait()

@@ -175,3 +175,25 @@ finally:
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_redis_window_without_sets_fails_the_run() {
+    // The load connected, then the server executed no SET during the saves (writes paused): a run
+    // that measured no SET must not become 0 SET/s, or a division by it, in a ratio.
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    marks = iter([lambda: s.cli("CLIENT", "PAUSE", 60000, "WRITE"), lambda: s.cli("CLIENT", "UNPAUSE")])
+    try:
+        o.over_saves(s, 1, 2000, mark=lambda: next(marks)())
+    except RuntimeError as e:
+        assert "no SET" in str(e), e
+    else:
+        raise AssertionError("a window without SETs was measured")
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
