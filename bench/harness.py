@@ -90,7 +90,8 @@ class Tracer:
         while True:
             for f in (self.out, self.err):
                 f.seek(0)
-                if ready in f.read():
+                # At a line's start: bpftrace echoes a failing program, printf("ATTACHED") and all, on stderr.
+                if any(line.startswith(ready) for line in f.read().splitlines()):
                     self.attach_s = time.monotonic() - t0
                     return
             if self.p.poll() is not None:

@@ -102,3 +102,17 @@ fn a_condition_started_while_another_tracer_runs_fails() {
     assert!(!out.status.success() && err.contains("still running"), "a condition ran beside another's tracer: {err}");
     assert!(!left, "tracer {tracer} outlived the body: {err}");
 }
+
+#[test]
+fn a_tracer_that_echoes_its_ready_line_in_an_error_has_not_attached() {
+    // bpftrace prints the failing program on stderr, and BPFTRACE_WP's program holds printf("ATTACHED"):
+    // that echo must not pass for the ready line, or the condition is measured with no tracer at all.
+    let script = format!(
+        "import sys, tempfile\nsys.path.insert(0, {BENCH:?})\nimport harness as h\n\
+         argv = ['sh', '-c', 'echo \"stdin:1: ERROR: tracepoint not found\" >&2; echo \"BEGIN {{ printf(\\\\\"ATTACHED\\\\n\\\\\"); }}\" >&2; sleep 0.3; exit 1']\n\
+         try:\n    h.Tracer(argv, 'ATTACHED', tempfile.mkdtemp())\nexcept RuntimeError as e:\n    assert 'exited before attaching' in str(e), e\n\
+         else:\n    raise AssertionError('an echoed program passed for attached')\n"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
