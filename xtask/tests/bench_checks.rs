@@ -197,3 +197,20 @@ finally:
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn populating_a_server_that_is_gone_is_a_clear_error() {
+    // redis-cli --pipe exits at once (nothing listens): the writes into it hit a closed pipe.
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+s.stop()
+try:
+    o.populate(s, 20000)
+except RuntimeError as e:
+    assert "populating 20000 keys failed" in str(e), e
+else:
+    raise AssertionError("populating a stopped server passed")
+"#);
+    assert!(ok, "{err}");
+}
