@@ -106,7 +106,7 @@ def load_args(keys):
     return ["-t", "set", "-P", 16, "-c", 20, "-r", keys, "-d", 512]
 
 
-def over_saves(server, saves, keys, mark=lambda: None):
+def over_saves(server, saves, keys, mark=lambda: None, start_s=60.0):
     """Runs redis-benchmark's SET load without end and measures it over exactly `saves` BGSAVEs back to
     back, from the first one's start to the last one's end: every run covers whole saves, so none depends
     on which part of a save it overlapped. Returns (SETs executed, seconds, (mark() at start, at end))."""
@@ -115,9 +115,14 @@ def over_saves(server, saves, keys, mark=lambda: None):
     try:
         first = set_calls(server)
         # Wait until the load runs (its clients connected and setting) before the window opens.
+        deadline = time.monotonic() + start_s
         while set_calls(server) < first + 10_000:
             if load.poll() is not None:
                 raise RuntimeError(f"redis-benchmark exited with {load.returncode}: {load.stderr.read()[-2000:]}")
+            # A server that refuses every SET (paused, MISCONF, OOM) would otherwise keep the `-l` load running forever.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the SET load did not start in {start_s:.0f} s: the server executed "
+                                   f"{set_calls(server) - first} SETs: see {server.dir}/log")
             time.sleep(0.01)
         # mark() (bpfcost: bpftool, slow, on the same cores) outside the timed window; its counters enclose it.
         m0 = mark()

@@ -214,3 +214,25 @@ else:
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_redis_load_that_never_sets_fails_instead_of_waiting_forever() {
+    // Writes paused before the load starts: redis-benchmark -l keeps running, the server executes no
+    // SET; the wait for the load to start must end with an error (it looped forever before).
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    s.cli("CLIENT", "PAUSE", 600000, "WRITE")
+    try:
+        o.over_saves(s, 1, 2000, start_s=1)
+    except RuntimeError as e:
+        assert "did not start" in str(e), e
+    else:
+        raise AssertionError("a load without SETs was measured")
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
