@@ -5,21 +5,19 @@ beside empty programs on the same tracepoints (bench/empty_tracepoints.py: the d
 Conditions interleaved, the first rotating each round: none, empty, snapshot.
   rewrite  bench/forkrewrite.c (named cowbench), counters read around exactly its fork + rewrite
            (FORKREWRITE_STEPS=1): ns per run, runs and ns per COW copy, per program; rewrite wall time.
-  redis    redis-server with KEYS keys, redis-benchmark SET -P 16 while BGSAVEs run back to back,
+  redis    redis-server with KEYS keys, redis-benchmark SET -P 16 over SAVES BGSAVEs back to back,
            `snapshot trace --pid REDIS`: runs and ns per SET, per program (every process of the
            machine counts: the probes are machine-wide); SET/s.
 Needs root, cc, bpftool, redis-server, redis-benchmark."""
-import json, os, subprocess, threading
+import json, os, subprocess
 import harness as h
-from empty_tracepoints import enable_stats
-from bench_overhead import bgsave_loop
+from empty_tracepoints import COPY_PATH as TRACEPOINTS, enable_stats
+from bench_overhead import add_ratios, load_args, over_saves, populate
 
 PAGES = h.pick(4096, 262144)
 KEYS = h.pick(20_000, 1_000_000)
-SETS = h.pick(20_000, 400_000)
+SAVES = h.pick(1, 3)  # BGSAVEs back to back per redis run
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The tracepoints snapshot's copy path attaches to, machine-wide.
-TRACEPOINTS = ["page_fault_user", "mm_page_alloc", "tlb_flush", "rss_stat"]
 # snapshot's programs, by the name shown here. The kernel keeps 15 bytes of a name, bpftool shows the
 # whole one from the program's BTF; a kernel without BTF tracepoints (or SNAPSHOT_ATTACH=raw) runs the
 # NAME_raw twins, which count under the same row.
@@ -61,7 +59,7 @@ def delta(ignore, before, after):
 
 def start(cond, work, pid=None):
     if cond == "empty":
-        return h.Tracer(["python3", os.path.join(HERE, "empty_tracepoints.py"), *TRACEPOINTS], "ATTACHED", work)
+        return h.start_tracer("empty", work)
     if cond == "snapshot":
         return h.start_tracer("snapshot-pid" if pid else "snapshot-comm", work, pid=pid, comm="cowbench")
     return None
@@ -126,30 +124,23 @@ def rewrite(work, m):
 def redis(work, m):
     server = h.Server("redis")
     try:
-        server.cli("DEBUG", "POPULATE", KEYS, "key", 512)
+        populate(server, KEYS)
         for r in range(h.ROUNDS):
+            rps = {}
             for cond in h.rotated(CONDS, r):
                 ignore = programs()
                 t = start(cond, work, pid=server.p.pid)
-                stop, saves = threading.Event(), []
-                loop = threading.Thread(target=bgsave_loop, args=(server, stop, saves))
                 try:
-                    before = programs()
-                    loop.start()
-                    res = h.redis_benchmark(server.port, "-t", "set", "-P", 16, "-c", 20, "-r", KEYS, "-d", 512, "-n", SETS)
-                    stop.set()
-                    loop.join()
-                    after = programs()
+                    sets, secs, (before, after) = over_saves(server, SAVES, KEYS, mark=programs)
                 finally:
-                    stop.set()
                     if t:
                         t.stop()
-                if not saves or not all(saves):
-                    raise RuntimeError(f"{cond}: {saves.count(False)} of {len(saves)} BGSAVEs failed: see {server.dir}/log")
-                m["redis"]["samples"][cond].append(res["SET"][0])
+                rps[cond] = sets / secs
+                m["redis"]["samples"][cond].append(rps[cond])
                 if cond != "none":
-                    record(m, cond, delta(ignore, before, after), SETS, "set")
-                h.log(f"bpfcost redis round {r + 1} {cond}: {res['SET'][0]:.0f} SET/s, {len(saves)} BGSAVEs")
+                    record(m, cond, delta(ignore, before, after), sets, "set")
+                h.log(f"bpfcost redis round {r + 1} {cond}: {rps[cond]:.0f} SET/s over {SAVES} BGSAVEs ({secs:.1f} s)")
+            add_ratios(m["redis_ratio"], rps)
     finally:
         server.stop()
 
@@ -164,8 +155,10 @@ def metrics():
         "ns_per_run": per("ns_per_run", "ns per run of each program (fork + rewrite)", "ns"),
         "runs_per_copy": per("runs_per_copy", "runs per COW copy of each program (fork + rewrite)", "runs"),
         "ns_per_copy": per("ns_per_copy", "program time per COW copy of each program (fork + rewrite)", "ns"),
-        "redis": h.metric("redis_set_per_s", "redis-server SET throughput during back-to-back BGSAVEs", "SET/s",
+        "redis": h.metric("redis_set_per_s", f"redis-server SET throughput over {SAVES} back-to-back BGSAVEs", "SET/s",
                           "higher", "none", CONDS),
+        "redis_ratio": h.metric("redis_set_ratio", "redis-server SET/s / untraced of the same round", "×",
+                                "higher", None, CONDS[1:]),
         "total_ns_per_set": h.metric("program_ns_per_set", "program time per SET, all programs (machine-wide)",
                                      "ns", "lower", None, CONDS[1:]),
         "runs_per_set": per("runs_per_set", "runs per SET of each program (machine-wide, redis-benchmark included)",
@@ -185,13 +178,13 @@ def body():
         os.close(stats)
         subprocess.run(["rm", "-rf", work])
     ver = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
-    h.emit("bpfcost", METHOD.format(pages=PAGES, keys=KEYS, sets=SETS, tps=", ".join(TRACEPOINTS)),
+    h.emit("bpfcost", METHOD.format(pages=PAGES, keys=KEYS, saves=SAVES, tps=", ".join(TRACEPOINTS)),
            ["bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)  # for the run, as kernel.bpf_stats_enabled=1 does",
             f"FORKREWRITE_STEPS=1 forkrewrite {PAGES}  # bench/forkrewrite.c; bpftool prog show --json after populate and after the rewrite",
             f"python3 bench/empty_tracepoints.py {' '.join(TRACEPOINTS)}",
             "snapshot trace --comm cowbench | --pid REDIS --json FILE",
-            f"redis-server --save '' ; DEBUG POPULATE {KEYS} key 512 ; BGSAVE back to back ; "
-            f"redis-benchmark -t set -P 16 -c 20 -r {KEYS} -d 512 -n {SETS} --csv"],
+            f"redis-server --save '' ; SET key:%012d (512 B) for 0 … {KEYS - 1} | redis-cli --pipe ; "
+            f"redis-benchmark {' '.join(map(str, load_args(KEYS)))} -l -q &  # measured over {SAVES} BGSAVEs back to back"],
            list(m.values()), [f"redis-server {ver}"])
 
 
@@ -205,9 +198,12 @@ the floor any program there pays, and its ns per run is the accounting's own flo
 --comm cowbench` (rewrite) or `--pid REDIS` (redis). Rewrite: `bench/forkrewrite.c` maps {pages} private 4 KiB pages
 and populates them, then (read counters) forks and the parent writes one byte per page while the child waits
 ({pages} COW copies), (read counters) and ends; runs per copy count every run of the machine in that stretch. Redis:
-one redis-server 7 with {keys} keys of 512 B; counters read around `redis-benchmark -t set -P 16 -c 20 -r {keys}
--d 512 -n {sets}` while a thread sends BGSAVE again as soon as the last one ended; per SET counts every run of the
-machine (the server, its save children, redis-benchmark, the kernel's network path)."""
+one redis-server 7 with {keys} keys of 512 B named as redis-benchmark names them (as in `bench:overhead`);
+`redis-benchmark -t set -P 16 -c 20 -r {keys} -d 512` runs without
+end, and counters and the server's SET count (INFO commandstats) are read at the start of the first and the end of
+the last of {saves} BGSAVEs back to back (as in `bench:overhead`); per SET counts every run of the machine (the server,
+its save children, redis-benchmark, the kernel's network path). The ratio table divides each run's SET/s by the
+untraced run of the same round."""
 
 if __name__ == "__main__":
     h.main(body)

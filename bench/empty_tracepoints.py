@@ -4,9 +4,13 @@ named, prints ATTACHED, and holds them until SIGINT/SIGTERM. The kernel runs a r
 and a BTF one (tp_btf, what snapshot attaches) through the same dispatch, so the time these add is the
 floor any program on those tracepoints pays before its first instruction. Needs root.
 The programs are named empty_TP (cut to 15 bytes), for `bpftool prog show`."""
-import ctypes, os, signal, struct, sys
+import ctypes, errno, os, platform, signal, struct, sys
 
-SYS_BPF = 321  # x86-64
+# The bpf syscall's number differs per architecture (asm/unistd.h of each).
+SYS_BPF_BY_ARCH = {"x86_64": 321, "i686": 357, "i386": 357, "aarch64": 280, "arm64": 280, "riscv64": 280,
+                   "loongarch64": 280, "armv7l": 386, "ppc64le": 361, "ppc64": 361, "s390x": 351}
+# The tracepoints a COW copy fires that snapshot's copy path attaches to, machine-wide.
+COPY_PATH = ["page_fault_user", "mm_page_alloc", "tlb_flush", "rss_stat"]
 BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, BPF_ENABLE_STATS = 5, 17, 32
 BPF_STATS_RUN_TIME = 0
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
@@ -17,9 +21,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
+def sys_bpf():
+    arch = platform.machine()
+    if arch not in SYS_BPF_BY_ARCH:
+        raise OSError(errno.ENOSYS, f"no bpf syscall number known for architecture {arch!r} "
+                         f"(known: {', '.join(sorted(SYS_BPF_BY_ARCH))}): add it to SYS_BPF_BY_ARCH")
+    return SYS_BPF_BY_ARCH[arch]
+
+
 def bpf(cmd, attr):
     buf = ctypes.create_string_buffer(attr, 128)
-    fd = _libc.syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(cmd), buf, ctypes.c_uint(128))
+    fd = _libc.syscall(ctypes.c_long(sys_bpf()), ctypes.c_long(cmd), buf, ctypes.c_uint(128))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")

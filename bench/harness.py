@@ -10,6 +10,7 @@ BENCH_ROUNDS, SNAP (the snapshot binary).
 """
 import ctypes, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 from storebench import Conn
+from empty_tracepoints import COPY_PATH
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
@@ -89,7 +90,8 @@ class Tracer:
         while True:
             for f in (self.out, self.err):
                 f.seek(0)
-                if ready in f.read():
+                # At a line's start: bpftrace echoes a failing program, printf("ATTACHED") and all, on stderr.
+                if any(line.startswith(ready) for line in f.read().splitlines()):
                     self.attach_s = time.monotonic() - t0
                     return
             if self.p.poll() is not None:
@@ -116,10 +118,17 @@ class Tracer:
 
 
 def start_tracer(cond, workdir, pid=None, comm=None):
-    """cond: none | snapshot-pid | snapshot-comm | snapshot-all | bpftrace-wp."""
+    """cond: none | empty | snapshot-pid | snapshot-comm | snapshot-all | bpftrace-wp."""
+    if _running:
+        # Conditions are compared one against another: none may run beside another's programs.
+        raise RuntimeError(f"condition {cond} started with {len(_running)} tracer(s) still running")
     json_path = os.path.join(workdir, "trace.json")
     if cond == "none":
         return None
+    if cond == "empty":
+        # `return 0` on each tracepoint of the copy path: what any program there costs (the floor).
+        here = os.path.dirname(os.path.abspath(__file__))
+        return Tracer(["python3", os.path.join(here, "empty_tracepoints.py"), *COPY_PATH], "ATTACHED", workdir)
     if cond == "bpftrace-wp":
         ensure_tracefs()
         return Tracer(["bpftrace", "-e", BPFTRACE_WP], "ATTACHED", workdir)
@@ -243,6 +252,10 @@ def main(body):
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     try:
         body()
+        if _running:
+            # A body that ends with a tracer still attached measured its later conditions under it.
+            raise RuntimeError(f"the body ended with {len(_running)} tracer(s) still running: "
+                               "a condition after its own was measured with its programs attached")
     finally:
         # A second signal must not cut this short: the tracers are stopped first.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -31,7 +31,7 @@ pub const NEEDS: &[Need] = &[
     Need {
         command: "redis-benchmark",
         package: "redis-tools",
-        tests: "snapshot-store benchmark and snapshot-user store_tracer (the real load generator)",
+        tests: "snapshot-store benchmark, snapshot-user store_tracer and xtask bench_checks (the real load generator)",
     },
     Need {
         command: "runuser",

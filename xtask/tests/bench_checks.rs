@@ -117,3 +117,122 @@ finally:
 "#);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_redis_load_is_measured_over_whole_saves_and_a_failed_save_fails_the_run() {
+    // A real redis-server and redis-benchmark: the window holds exactly the saves asked for and the SETs
+    // the server executed in it, over a dataset that does not grow; a save that fails (its directory
+    // gone) is refused, not measured.
+    let (ok, err) = py(r#"
+import shutil, harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 20000)
+    saves0 = int(s.info("persistence")["rdb_saves"])
+    sets0 = o.set_calls(s)
+    sets, secs, marks = o.over_saves(s, 2, 20000, mark=lambda: o.set_calls(s))
+    assert int(s.info("persistence")["rdb_saves"]) - saves0 == 2, s.info("persistence")
+    assert sets > 0 and secs > 0, (sets, secs)
+    # The load overwrote the populated keys: the dataset every run saves did not grow.
+    assert s.cli("DBSIZE") == "20000", s.cli("DBSIZE")
+    # The window opened once the load ran (10000 SETs in), and closed after it.
+    assert marks[0] >= sets0 + 10000 and marks[1] - marks[0] >= sets * 0.5, (marks, sets, sets0)
+    shutil.rmtree(s.dir)
+    try:
+        o.over_saves(s, 1, 20000)
+    except RuntimeError as e:
+        assert "failed" in str(e), e
+    else:
+        raise AssertionError("a failed BGSAVE was measured")
+finally:
+    s.stop()
+m = {"samples": {"a": [], "b": []}}
+o.add_ratios(m, {"b": 90.0, "none": 100.0, "a": 120.0})
+o.add_ratios(m, {"none": 50.0, "a": 50.0, "b": 40.0})
+assert m["samples"] == {"a": [1.2, 1.0], "b": [0.9, 0.8]}, m
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn the_redis_window_times_the_saves_not_the_marks_around_them() {
+    // bpfcost's mark() runs bpftool (slow, on the same cores): the SET/s window must not contain it, and
+    // the counters it reads must enclose the window. The mark sleeps, so a window holding it is longer
+    // than the span between the end of the first mark and the start of the last.
+    let (ok, err) = py(r#"
+import time, harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    def mark():
+        a = time.monotonic()
+        time.sleep(0.5)
+        return a, time.monotonic()
+    sets, secs, ((a0, b0), (a1, b1)) = o.over_saves(s, 1, 2000, mark=mark)
+    assert secs <= a1 - b0, (secs, a1 - b0)
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_redis_window_without_sets_fails_the_run() {
+    // The load connected, then the server executed no SET during the saves (writes paused): a run
+    // that measured no SET must not become 0 SET/s, or a division by it, in a ratio.
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    marks = iter([lambda: s.cli("CLIENT", "PAUSE", 60000, "WRITE"), lambda: s.cli("CLIENT", "UNPAUSE")])
+    try:
+        o.over_saves(s, 1, 2000, mark=lambda: next(marks)())
+    except RuntimeError as e:
+        assert "no SET" in str(e), e
+    else:
+        raise AssertionError("a window without SETs was measured")
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn populating_a_server_that_is_gone_is_a_clear_error() {
+    // redis-cli --pipe exits at once (nothing listens): the writes into it hit a closed pipe.
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+s.stop()
+try:
+    o.populate(s, 20000)
+except RuntimeError as e:
+    assert "populating 20000 keys failed" in str(e), e
+else:
+    raise AssertionError("populating a stopped server passed")
+"#);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn a_redis_load_that_never_sets_fails_instead_of_waiting_forever() {
+    // Writes paused before the load starts: redis-benchmark -l keeps running, the server executes no
+    // SET; the wait for the load to start must end with an error (it looped forever before).
+    let (ok, err) = py(r#"
+import harness as h, bench_overhead as o
+s = h.Server("redis")
+try:
+    o.populate(s, 2000)
+    s.cli("CLIENT", "PAUSE", 600000, "WRITE")
+    try:
+        o.over_saves(s, 1, 2000, start_s=1)
+    except RuntimeError as e:
+        assert "did not start" in str(e), e
+    else:
+        raise AssertionError("a load without SETs was measured")
+finally:
+    s.stop()
+"#);
+    assert!(ok, "{err}");
+}

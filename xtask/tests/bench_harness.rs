@@ -78,3 +78,41 @@ fn a_body_sent_sigterm_stops_its_tracer() {
     assert_eq!(out.status.code(), Some(143));
     assert!(!left, "tracer {tracer} outlived the SIGTERMed body");
 }
+
+#[test]
+fn a_body_that_ends_with_a_tracer_still_running_fails_and_stops_it() {
+    // Its later conditions ran with that tracer's programs attached: the body's numbers are wrong.
+    let (py, tracer) = body("pass");
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer, left);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("still running"), "a body that left its tracer running passed: {err}");
+    assert!(!left, "tracer {tracer} outlived the body: {err}");
+}
+
+#[test]
+fn a_condition_started_while_another_tracer_runs_fails() {
+    // Stopping the first tracer later does not undo it: the condition was measured under its programs.
+    let (py, tracer) = body("h.start_tracer('none', tempfile.mkdtemp()); t.stop()");
+    let out = py.wait_with_output().unwrap();
+    let left = !wait_gone(tracer);
+    end(tracer, left);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("still running"), "a condition ran beside another's tracer: {err}");
+    assert!(!left, "tracer {tracer} outlived the body: {err}");
+}
+
+#[test]
+fn a_tracer_that_echoes_its_ready_line_in_an_error_has_not_attached() {
+    // bpftrace prints the failing program on stderr, and BPFTRACE_WP's program holds printf("ATTACHED"):
+    // that echo must not pass for the ready line, or the condition is measured with no tracer at all.
+    let script = format!(
+        "import sys, tempfile\nsys.path.insert(0, {BENCH:?})\nimport harness as h\n\
+         argv = ['sh', '-c', 'echo \"stdin:1: ERROR: tracepoint not found\" >&2; echo \"BEGIN {{ printf(\\\\\"ATTACHED\\\\n\\\\\"); }}\" >&2; sleep 0.3; exit 1']\n\
+         try:\n    h.Tracer(argv, 'ATTACHED', tempfile.mkdtemp())\nexcept RuntimeError as e:\n    assert 'exited before attaching' in str(e), e\n\
+         else:\n    raise AssertionError('an echoed program passed for attached')\n"
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

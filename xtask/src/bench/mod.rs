@@ -203,7 +203,7 @@ fn judged(name: &str, metrics: &[stats::Metric], quick: bool, rounds: u32) -> Ve
     } else {
         return verdicts;
     };
-    for v in verdicts.iter_mut().filter(|v| v.verdict != "not measured") {
+    for v in verdicts.iter_mut().filter(|v| v.verdict != "not measured" && v.verdict != targets::FIGURE) {
         v.verdict = why;
     }
     verdicts

@@ -69,7 +69,8 @@ pub fn block(o: &Outcome) -> String {
         let _ = writeln!(s, "#### Targets (judged from the medians above)\n");
         let _ = writeln!(s, "| issue | target | measured | verdict |\n|---|---|---|---|");
         for v in &o.verdicts {
-            let verdict = if v.verdict == "met" { "met".to_string() } else { format!("**{}**", v.verdict) };
+            let plain = v.verdict == "met" || v.verdict == super::targets::FIGURE;
+            let verdict = if plain { v.verdict.to_string() } else { format!("**{}**", v.verdict) };
             let _ = writeln!(s, "| {} | {} | {} | {verdict} |", v.issue, v.target, v.measured);
         }
         s.push('\n');
