@@ -47,6 +47,9 @@ pub struct Target {
 
 /// The "verdict" of a row that shows a figure and judges nothing.
 pub const FIGURE: &str = "–";
+/// An added cost below zero: the untraced runs were the slower ones, so the
+/// run says nothing about the target.
+pub const NOISE: &str = "not judged (noise: traced faster than untraced)";
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Verdict {
@@ -162,6 +165,10 @@ fn judge_one(target: &Target, m: &Metric, cond: &str, all: &[Metric]) -> Verdict
         RatioAtMost(r) => {
             let q = x / base.unwrap_or(f64::NAN);
             (Some(q <= r), format!("{q:.3}×"))
+        }
+        AddedAtMost(_) | AddedAtMostOverFloor(..) if x < base.unwrap_or(f64::NAN) => {
+            let measured = format!("{} {} added", fmt(x - base.unwrap_or(f64::NAN)), m.unit);
+            return Verdict { issue: target.issue, target: name, measured, verdict: NOISE };
         }
         AddedAtMost(d) => {
             let added = x - base.unwrap_or(f64::NAN);
@@ -283,6 +290,19 @@ mod tests {
         let by = |text: &str| v.iter().find(|v| v.target.starts_with(text)).unwrap();
         assert_eq!(by("rewrite: added").measured, "300.0 ns added; `empty` adds 500.0, more: the two differ by noise");
         assert_eq!(by("rewrite: the tracer's own work").measured, "none seen: snapshot-comm 1300 ns ≤ empty 1500 ns");
+    }
+
+    #[test]
+    fn untraced_runs_slower_than_traced_ones_judge_nothing() {
+        // A noisy run once gave "-724 ns added ... met": a negative cost is no evidence for the target.
+        let ms = metrics(
+            r#"[{"id":"rewrite_ns_per_copy","title":"t","unit":"ns","better":"lower","baseline":"none",
+                 "samples":{"none":[3778],"empty":[2723],"snapshot-comm":[3054]}}]"#,
+        );
+        let v = judge("overhead", &ms);
+        let by = |text: &str| v.iter().find(|v| v.target.starts_with(text)).unwrap();
+        assert_eq!((by("rewrite: added").verdict, by("rewrite: added").measured.as_str()), (NOISE, "-724.0 ns added"));
+        assert_eq!(by("rewrite: the floor").verdict, NOISE);
     }
 
     #[test]
