@@ -218,7 +218,12 @@ impl Collector {
     fn sweep(&mut self, loaded: &mut Loaded, live: &mut BTreeMap<u32, ProcStats>, gone: &[u32]) -> Result<()> {
         for tgid in gone {
             let Some(stats) = live.remove(tgid) else { continue };
-            removed_or_gone(loaded.procs()?.remove(tgid)).context("removing an exited process from PROCS")?;
+            // Already gone: the exit probe deleted it after sending its final
+            // record, which the ring has not handed over yet (an earlier
+            // reservation on another CPU holds it back). That record counts it.
+            if !removed_or_gone(loaded.procs()?.remove(tgid)).context("removing an exited process from PROCS")? {
+                continue;
+            }
             self.exited.push(stats);
             self.swept += 1;
         }
@@ -226,13 +231,15 @@ impl Collector {
     }
 }
 
-/// A delete of an entry that is already gone is done. aya reports that as
-/// the syscall's ENOENT, not as `KeyNotFound`.
-fn removed_or_gone(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+/// Whether this delete removed the entry (true) or found it already gone
+/// (false). aya reports a missing key as the syscall's ENOENT, not as
+/// `KeyNotFound`.
+fn removed_or_gone(result: Result<(), aya::maps::MapError>) -> Result<bool, aya::maps::MapError> {
     match result {
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        other => other,
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -466,10 +473,11 @@ mod tests {
                 io_error: std::io::Error::from_raw_os_error(errno),
             })
         };
-        assert!(removed_or_gone(Err(gone(libc::ENOENT))).is_ok());
-        assert!(removed_or_gone(Err(aya::maps::MapError::KeyNotFound)).is_ok());
+        // Gone: the exit probe took it, and its final record will count it.
+        assert!(!removed_or_gone(Err(gone(libc::ENOENT))).unwrap());
+        assert!(!removed_or_gone(Err(aya::maps::MapError::KeyNotFound)).unwrap());
         assert!(removed_or_gone(Err(gone(libc::EPERM))).is_err());
-        assert!(removed_or_gone(Ok(())).is_ok());
+        assert!(removed_or_gone(Ok(())).unwrap());
     }
 
     #[test]

@@ -574,10 +574,11 @@ fn ctrl_c_before_a_methods_first_snapshot_leaves_it_out_of_the_comparison() {
         return;
     };
     let dir = temp_dir();
-    // No snapshot before an hour of load: however late the signal comes after
-    // the second method's setting line, that method has none. The first ends
-    // at --duration without one, not stopped: its row stays.
-    let (mut command, json) = snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--warmup", "3600", "--duration", "1"]);
+    // No snapshot before an hour of load, so neither method has one. The first
+    // ends at --duration, not stopped: its row stays. The second would end
+    // at --duration too, 20 s after its setting line: the signal must come
+    // before that (a 1 s duration lost this race to a stalled test thread).
+    let (mut command, json) = snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--warmup", "3600", "--duration", "20"]);
     let mut run = Reap(command.args(["--method", "fork,redirect"]).stderr(Stdio::null()).spawn().unwrap());
     settings(&json, &mut run.0, 2);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
@@ -659,7 +660,10 @@ fn a_method_that_fails_shows_the_methods_before_it_and_fails() {
     };
     let dir = temp_dir();
     let (mut command, json) =
-        snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "3"]);
+        // The store is killed right after the second setting line; a 20 s
+        // duration leaves a stalled test thread time (with 3 s, the run could
+        // have reaped the store first and the pid been reused).
+        snapshot_run(&dir, &["--keys", "50000", "--rate", "2000", "--every", "1", "--warmup", "1", "--duration", "20"]);
     command.args(["--method", "fork,redirect"]).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut run = Reap(command.spawn().unwrap());
     let second = settings(&json, &mut run.0, 2)[1].clone();
