@@ -10,7 +10,9 @@ const BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench");
 /// Runs `code` with bench/ importable; (exit status ok, stderr).
 fn py(code: &str) -> (bool, String) {
     let script = format!("import sys, json, os, tempfile\nsys.path.insert(0, {BENCH:?})\n{code}\n");
-    let out = Command::new("python3").args(["-c", &script]).env("BENCH_QUICK", "0").output().expect("python3");
+    // Its `mkdtemp` dirs go into one removed afterwards.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("python3").args(["-c", &script]).env("BENCH_QUICK", "0").env("TMPDIR", tmp.path()).output().expect("python3");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

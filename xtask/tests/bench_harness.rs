@@ -10,17 +10,25 @@ use std::{
 const BENCH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench");
 
 /// Starts a body that starts a tracer, prints its pid, then does `then`.
-fn body(then: &str) -> (std::process::Child, u32) {
+/// Its temp dirs (`mkdtemp`) go into the returned dir, removed when dropped.
+fn body(then: &str) -> (std::process::Child, u32, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
     let script = format!(
         "import sys, tempfile\nsys.path.insert(0, {BENCH:?})\nimport harness as h, time\n\
          def body():\n    t = h.Tracer(['sh', '-c', 'echo ready >&2; exec sleep 1000'], 'ready', tempfile.mkdtemp())\n    \
          print(t.p.pid, flush=True)\n    {then}\nh.main(body)\n"
     );
-    let mut py = Command::new("python3").args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("python3");
+    let mut py = Command::new("python3")
+        .args(["-c", &script])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
     let mut line = String::new();
     BufReader::new(py.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     let pid = line.trim().parse().unwrap_or_else(|_| panic!("no tracer pid: {line:?}"));
-    (py, pid)
+    (py, pid, tmp)
 }
 
 /// Gone, or a zombie waiting for its new parent.
@@ -50,7 +58,7 @@ fn wait_gone(pid: u32) -> bool {
 
 #[test]
 fn a_body_that_fails_with_a_tracer_running_stops_it() {
-    let (py, tracer) = body("raise RuntimeError('the workload failed')");
+    let (py, tracer, _tmp) = body("raise RuntimeError('the workload failed')");
     let out = py.wait_with_output().unwrap();
     let left = !wait_gone(tracer);
     end(tracer, left);
@@ -60,7 +68,7 @@ fn a_body_that_fails_with_a_tracer_running_stops_it() {
 
 #[test]
 fn a_body_killed_outright_takes_its_tracer_with_it() {
-    let (mut py, tracer) = body("time.sleep(1000)");
+    let (mut py, tracer, _tmp) = body("time.sleep(1000)");
     py.kill().unwrap();
     py.wait().unwrap();
     let left = !wait_gone(tracer);
@@ -70,7 +78,7 @@ fn a_body_killed_outright_takes_its_tracer_with_it() {
 
 #[test]
 fn a_body_sent_sigterm_stops_its_tracer() {
-    let (py, tracer) = body("time.sleep(1000)");
+    let (py, tracer, _tmp) = body("time.sleep(1000)");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(py.id() as i32), nix::sys::signal::SIGTERM).unwrap();
     let out = py.wait_with_output().unwrap();
     let left = !wait_gone(tracer);
@@ -82,7 +90,7 @@ fn a_body_sent_sigterm_stops_its_tracer() {
 #[test]
 fn a_body_that_ends_with_a_tracer_still_running_fails_and_stops_it() {
     // Its later conditions ran with that tracer's programs attached: the body's numbers are wrong.
-    let (py, tracer) = body("pass");
+    let (py, tracer, _tmp) = body("pass");
     let out = py.wait_with_output().unwrap();
     let left = !wait_gone(tracer);
     end(tracer, left);
@@ -94,7 +102,7 @@ fn a_body_that_ends_with_a_tracer_still_running_fails_and_stops_it() {
 #[test]
 fn a_condition_started_while_another_tracer_runs_fails() {
     // Stopping the first tracer later does not undo it: the condition was measured under its programs.
-    let (py, tracer) = body("h.start_tracer('none', tempfile.mkdtemp()); t.stop()");
+    let (py, tracer, _tmp) = body("h.start_tracer('none', tempfile.mkdtemp()); t.stop()");
     let out = py.wait_with_output().unwrap();
     let left = !wait_gone(tracer);
     end(tracer, left);
@@ -113,6 +121,7 @@ fn a_tracer_that_echoes_its_ready_line_in_an_error_has_not_attached() {
          try:\n    h.Tracer(argv, 'ATTACHED', tempfile.mkdtemp())\nexcept RuntimeError as e:\n    assert 'exited before attaching' in str(e), e\n\
          else:\n    raise AssertionError('an echoed program passed for attached')\n"
     );
-    let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("python3").args(["-c", &script]).env("TMPDIR", tmp.path()).output().expect("python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
