@@ -1,6 +1,6 @@
 //! Reads of kernel memory at offsets the user side found in the running
 //! kernel's BTF (aya-ebpf has no CO-RE relocations).
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel};
 use snapshot_common::Config;
 
 /// Filled in at load time by `EbpfLoader::set_global("CONFIG", ..)`.
@@ -83,28 +83,45 @@ pub fn current_exiting() -> bool {
     read::<u32>(task, cfg!(task_flags)).is_some_and(|flags| flags & PF_EXITING != 0)
 }
 
+/// The current task as a BTF pointer. The verifier checks each read through
+/// it against the kernel's own layout (the offsets come from `CONFIG`, frozen
+/// read-only data whose values it sees), so a field read is one load, not a
+/// `bpf_probe_read_kernel` call: the copy path reads three such fields.
+#[inline(always)]
+pub fn current_task_btf() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// `*(T *)(base + offset)` through a BTF pointer. A fault (a NULL `mm` of a
+/// kernel thread) reads 0: the JIT guards such loads.
+#[inline(always)]
+fn field<T>(base: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
+}
+
 /// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
 /// bumps at the end of each fault it handled (`mm_account_fault`).
 #[inline(always)]
 pub fn finished_faults() -> u64 {
-    finished_faults_of(current_task())
+    finished_faults_of(current_task_btf())
 }
 
+/// The same for `task`, a BTF pointer.
 #[inline(always)]
 pub fn finished_faults_of(task: *const u8) -> u64 {
     // maj_flt follows min_flt (the loader checks).
-    read::<[u64; 2]>(task, cfg!(task_min_flt)).map_or(0, |[min, maj]| min.wrapping_add(maj))
+    let offset = cfg!(task_min_flt);
+    field::<u64>(task, offset).wrapping_add(field::<u64>(task, offset + 8))
 }
 
-/// Does `task`'s process map any hugetlb page (`mm->hugetlb_usage`)? Only
-/// then can a write fault copy without allocating. Asked at a flush inside a
-/// write fault, not at every write fault: two reads spared on each of those.
+/// Does `task`'s process (a BTF pointer) map any hugetlb page
+/// (`mm->hugetlb_usage`)? Only then can a write fault copy without allocating.
 #[inline(always)]
 pub fn maps_hugetlb(task: *const u8) -> bool {
     let offset = cfg!(mm_hugetlb_usage);
     if offset == 0 {
         return false; // a kernel without hugetlb
     }
-    let Some(mm) = read::<*const u8>(task, cfg!(task_mm)) else { return false };
-    read::<i64>(mm, offset).is_some_and(|pages| pages > 0)
+    let mm: *const u8 = field(task, cfg!(task_mm));
+    !mm.is_null() && field::<i64>(mm, offset) > 0
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{cfg, current_task, finished_faults_of, maps_hugetlb},
+    kernel::{cfg, current_task_btf, finished_faults_of, maps_hugetlb},
     maps::{PENDING, PROCS, WRITE_PROTECT, record_copy},
     stacks,
 };
@@ -35,6 +35,12 @@ fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
     if reason as u32 != cfg!(tlb_local_mm_shootdown) {
         return;
     }
+    // Three loads, before the task-storage lookup: most flushes are of
+    // processes with no hugetlb page, where no copy can hide in a flush.
+    let task = current_task_btf();
+    if !maps_hugetlb(task) {
+        return;
+    }
     let Some(pending) = PENDING.current(false) else { return };
     let order = cfg!(huge_order);
     let bytes = 1u64 << (cfg!(page_shift) + order);
@@ -43,8 +49,7 @@ fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
         if (*pending).address == 0 || (*pending).kind != WRITE_PROTECT || (*pending).flushed != 0 {
             return;
         }
-        let task = current_task();
-        if finished_faults_of(task) != (*pending).faults || !maps_hugetlb(task) {
+        if finished_faults_of(task) != (*pending).faults {
             return;
         }
         // Charged now, inside the fault, while the fork whose sharing made the
