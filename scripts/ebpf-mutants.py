@@ -23,9 +23,13 @@ MUTANTS = [
      "alloc: __GFP_ZERO ignored, zero fills counted as copies"),
     ("snapshot-ebpf/src/fault.rs", "        (*pending).kind = kind;\n",
      "        (*pending).kind = kind;\n"
-     "        if kind == WRITE_PROTECT && crate::kernel::maps_hugetlb(crate::kernel::current_task()) {"
+     "        if kind == WRITE_PROTECT && crate::kernel::maps_hugetlb(crate::kernel::current_task_btf()) {"
      " crate::maps::record_copy(stats, crate::kernel::cfg!(huge_order)); (*pending).flushed = 1; }\n",
      ["hugetlb_"], "hugetlb: every write fault counted as a copy (no reuse check)"),
+    ("snapshot-ebpf/src/tlb.rs", "    if !maps_hugetlb(task) {", "    if true {",
+     ["hugetlb_"], "tlb: hugetlb copies never seen (the hugetlb test always fails)"),
+    ("snapshot-ebpf/src/tlb.rs", "        if finished_faults_of(task) != (*pending).faults {", "        if false {",
+     ["hugetlb_"], "tlb: a flush after its fault is over taken for that fault's copy"),
     ("snapshot-ebpf/src/rss.rs", "        if member != file && member != shmem {", "        if true {",
      ["private_file_mapping", "file_pages_written_after_a_read", "memfd_pages_written_after_a_read"],
      "rss: copies of page-cache pages left as COW copies charged to the fork"),

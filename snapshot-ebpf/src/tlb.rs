@@ -2,7 +2,8 @@
 //! copies unmaps the shared page and flushes it, inside the fault; one that
 //! reuses the page only makes it writable, with no flush. Pool pages never
 //! pass through the page allocator, so this flush is the copy's only trace.
-//! Fires machine-wide: for a task with no pending write fault, one pointer test.
+//! Fires machine-wide (once per copy of any size): for a process that maps no
+//! hugetlb page, three loads and no helper call.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},

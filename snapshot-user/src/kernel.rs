@@ -14,7 +14,10 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// tracepoint (tp_btf, Linux 5.5+) or, failing that, a raw tracepoint (4.17+);
 /// neither needs tracefs. They attach in this order: the exit probe, which
 /// removes a process's entry, before any probe that makes one, so no process
-/// gets an entry whose exit goes unseen (a leak under `--all`).
+/// gets an entry whose exit goes unseen (a leak under `--all`). Both paths
+/// also need kernel BTF and Linux 5.11+: the copy path keeps its per-thread
+/// mark in task-local storage and reads task fields through
+/// `bpf_get_current_task_btf` (offsets from this module's `config`).
 pub const PROBES: &[(&str, &str, &str)] = &[
     ("sched_process_exit", "exit.rs", "sched tracepoint; group_dead argument (6.16+) when present"),
     ("page_fault_user", "fault.rs", "x86 exceptions tracepoint"),

@@ -100,6 +100,10 @@ impl Run {
                 assert!(close(traced, truth), "file copies in process {t}: traced {traced}\n{p:#}");
                 let cow = p["cow_copies"].as_u64().unwrap();
                 assert!(cow < SLACK, "file copies counted as COW copies too: {p:#}");
+            } else if let Some(truth) = t["huge_copied"].as_u64() {
+                let p = self.process(&t["pid"]);
+                let traced = p["copies_by_size"]["2097152"].as_u64().unwrap_or(0);
+                assert_eq!(traced, truth, "2 MiB copies in process {t}\n{p:#}");
             } else {
                 let traced = self.process(&t["pid"])["cow_copies"].as_u64().unwrap();
                 let truth = t["copied"].as_u64().unwrap();
@@ -329,6 +333,13 @@ fn hugetlb_parent_reuses_what_the_child_copied() {
 #[test]
 fn hugetlb_pages_mapped_after_the_fork_are_not_copied() {
     hugetlb_case("hugetlb_after_fork");
+}
+
+/// A flush in a syscall after a write fault that reused its huge page is not
+/// that fault's copy (200 such flushes, beyond the slack).
+#[test]
+fn hugetlb_flushes_after_reused_faults_are_not_copies() {
+    hugetlb_case("hugetlb_reuse_flush");
 }
 
 #[test]

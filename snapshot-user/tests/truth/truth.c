@@ -630,6 +630,34 @@ static void case_hugetlb_after_fork(void) {
 	fork_copies(getpid(), a, "parent", huge_write_and_count(p, n));
 }
 
+/* Write faults that reuse their huge page, each followed by a TLB flush in
+ * a syscall (mprotect of another huge page) before any other fault: a flush
+ * after a fault is over is not that fault's copy. Each round forks a child
+ * that exits at once, so the next write faults on a write-protected page
+ * nobody shares any more. */
+static void case_hugetlb_reuse_flush(void) {
+	int n = 4, rounds = 200;
+	char *p = huge_region(n), *q = huge_region(1);
+	for (int i = 0; i < n; i++)
+		p[(size_t)i * (2 << 20)] = 1;
+	q[0] = 1;
+	uint64_t *before = frames(p, n * 512);
+	for (int r = 0; r < rounds; r++) {
+		pid_t c = fork();
+		if (c < 0)
+			die("fork");
+		if (c == 0)
+			_exit(0);
+		reap(c);
+		p[(size_t)(r % n) * (2 << 20)] += 1;
+		if (mprotect(q, 2 << 20, PROT_READ) || mprotect(q, 2 << 20, PROT_READ | PROT_WRITE))
+			die("mprotect");
+	}
+	long copied = changed(before, frames(p, n * 512), n * 512) / 512;
+	/* Only the huge pages: each fork also copies a few 4 KiB pages of stack. */
+	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -662,6 +690,7 @@ static const struct {
 	{"memfd_not_present", case_memfd_not_present},
 	{"memfd_shared", case_memfd_shared},
 	{"hugetlb_after_fork", case_hugetlb_after_fork},
+	{"hugetlb_reuse_flush", case_hugetlb_reuse_flush},
 };
 
 int main(int argc, char **argv) {
