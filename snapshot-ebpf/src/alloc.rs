@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{cfg, finished_faults},
+    kernel::{cfg, current_task_btf, finished_faults_of},
     maps::{NOT_PRESENT, PENDING, PROCS, add, record_copy, uncount_copy},
     stacks,
 };
@@ -43,7 +43,8 @@ fn on_alloc<C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64) {
     if gfp & user != user || gfp & page_cache != 0 {
         return;
     }
-    let Some(pending) = PENDING.current(false) else { return };
+    let task = current_task_btf();
+    let Some(pending) = PENDING.of(task, false) else { return };
     if unsafe { (*pending).address } == 0 {
         return;
     }
@@ -51,7 +52,7 @@ fn on_alloc<C: StackIdContext>(ctx: &C, page: u64, order: u64, gfp: u64) {
     let split;
     let address = unsafe { (*pending).address };
     unsafe {
-        let done = finished_faults() != (*pending).faults;
+        let done = finished_faults_of(task) != (*pending).faults;
         // The fault flushed, counted a hugetlb copy, and still allocates: a THP split.
         split = !done && (*pending).flushed != 0;
         (*pending).address = 0;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use snapshot_common::ProcStats;
 
 use crate::{
-    kernel::finished_faults,
+    kernel::{current_task_btf, finished_faults_of},
     maps::{NOT_PRESENT, PENDING, Pending, WRITE_PROTECT, add, count, proc_stats},
 };
 
@@ -76,14 +76,15 @@ fn on_fault(address: u64, error_code: u64) {
         unsafe { add(&raw mut (*stats).wp_faults, 1) };
     }
     // Replaces the mark of an earlier fault that reused its page.
-    let Some(pending) = PENDING.current(true) else {
+    let task = current_task_btf();
+    let Some(pending) = PENDING.of(task, true) else {
         count(snapshot_common::counter::PENDING_FULL);
         return;
     };
     settle(stats, pending);
     unsafe {
         (*pending).address = address;
-        (*pending).faults = finished_faults();
+        (*pending).faults = finished_faults_of(task);
         (*pending).kind = kind;
         (*pending).copied = 0;
         (*pending).last.bytes = 0;

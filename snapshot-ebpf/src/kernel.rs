@@ -99,14 +99,8 @@ fn field<T>(base: *const u8, offset: u32) -> T {
     unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
 }
 
-/// Faults the current thread finished: `min_flt + maj_flt`, which the kernel
-/// bumps at the end of each fault it handled (`mm_account_fault`).
-#[inline(always)]
-pub fn finished_faults() -> u64 {
-    finished_faults_of(current_task_btf())
-}
-
-/// The same for `task`, a BTF pointer.
+/// Faults `task` (a BTF pointer) finished: `min_flt + maj_flt`, which the
+/// kernel bumps at the end of each fault it handled (`mm_account_fault`).
 #[inline(always)]
 pub fn finished_faults_of(task: *const u8) -> u64 {
     // maj_flt follows min_flt (the loader checks).

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{cfg, finished_faults},
+    kernel::{cfg, current_task_btf, finished_faults_of},
     maps::{PENDING, PROCS, WRITE_PROTECT, file_copy_after_all},
 };
 
@@ -30,8 +30,9 @@ pub fn rss_stat_raw(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_rss(member: u64) {
-    let Some(pending) = PENDING.current(false) else { return };
-    if unsafe { (*pending).copied } == 0 || finished_faults() != unsafe { (*pending).faults } {
+    let task = current_task_btf();
+    let Some(pending) = PENDING.of(task, false) else { return };
+    if unsafe { (*pending).copied } == 0 || finished_faults_of(task) != unsafe { (*pending).faults } {
         return;
     }
     let member = member as u32;

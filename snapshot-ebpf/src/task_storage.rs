@@ -35,9 +35,16 @@ impl<T> TaskStorage<T> {
     /// The current task's value; with `create`, a zeroed one is made if missing.
     #[inline(always)]
     pub fn current(&self, create: bool) -> Option<*mut T> {
+        self.of(unsafe { bpf_get_current_task_btf() }.cast(), create)
+    }
+
+    /// The value of `task`, a BTF task pointer (for a probe that reads the
+    /// task's fields too: one `bpf_get_current_task_btf` call for both).
+    #[inline(always)]
+    pub fn of(&self, task: *const u8, create: bool) -> Option<*mut T> {
         let flags = if create { BPF_LOCAL_STORAGE_GET_F_CREATE as u64 } else { 0 };
         let map = ptr::from_ref(self).cast_mut().cast::<c_void>();
-        let value = unsafe { bpf_task_storage_get(map, bpf_get_current_task_btf().cast(), ptr::null_mut(), flags) };
+        let value = unsafe { bpf_task_storage_get(map, task.cast_mut().cast(), ptr::null_mut(), flags) };
         (!value.is_null()).then_some(value.cast())
     }
 }

@@ -42,7 +42,7 @@ fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
     if !maps_hugetlb(task) {
         return;
     }
-    let Some(pending) = PENDING.current(false) else { return };
+    let Some(pending) = PENDING.of(task, false) else { return };
     let order = cfg!(huge_order);
     let bytes = 1u64 << (cfg!(page_shift) + order);
     unsafe {
