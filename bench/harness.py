@@ -81,7 +81,7 @@ def spawn(argv, **kw):
 class Tracer:
     """A tracer started in the background; usable once it has attached."""
 
-    def __init__(self, argv, ready, workdir):
+    def __init__(self, argv, ready, workdir, attached=lambda pid: True):
         self.out = open(os.path.join(workdir, "tracer.out"), "w+")
         self.err = open(os.path.join(workdir, "tracer.err"), "w+")
         t0 = time.monotonic()
@@ -91,7 +91,7 @@ class Tracer:
             for f in (self.out, self.err):
                 f.seek(0)
                 # At a line's start: bpftrace echoes a failing program, printf("ATTACHED") and all, on stderr.
-                if any(line.startswith(ready) for line in f.read().splitlines()):
+                if any(line.startswith(ready) for line in f.read().splitlines()) and attached(self.p.pid):
                     self.attach_s = time.monotonic() - t0
                     return
             if self.p.poll() is not None:
@@ -131,10 +131,19 @@ def start_tracer(cond, workdir, pid=None, comm=None):
         return Tracer(["python3", os.path.join(here, "empty_tracepoints.py"), *COPY_PATH], "ATTACHED", workdir)
     if cond == "bpftrace-wp":
         ensure_tracefs()
-        return Tracer(["bpftrace", "-e", BPFTRACE_WP], "ATTACHED", workdir)
+        return Tracer(["bpftrace", "-e", BPFTRACE_WP], "ATTACHED", workdir, bpftrace_attached)
     target = {"snapshot-pid": ["--pid", str(pid)], "snapshot-comm": ["--comm", str(comm)],
               "snapshot-all": ["--all"]}[cond]
     return Tracer([SNAP, "trace", *target, "--json", json_path], "snapshot: tracing", workdir)
+
+
+def bpftrace_attached(pid):
+    """Whether bpftrace `pid` has attached its tracepoint: it runs BEGIN, which prints ATTACHED, before it
+    attaches its other probes, so the line alone lets a short workload start untraced."""
+    out = subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bpftool perf show failed: {out.stderr[-2000:]}")
+    return any(e.get("pid") == pid and e.get("tracepoint") == "page_fault_user" for e in json.loads(out.stdout or "[]"))
 
 
 _mounted = False

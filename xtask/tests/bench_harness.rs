@@ -125,3 +125,19 @@ fn a_tracer_that_echoes_its_ready_line_in_an_error_has_not_attached() {
     let out = Command::new("python3").args(["-c", &script]).env("TMPDIR", tmp.path()).output().expect("python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn bpftrace_ready_line_alone_is_not_attached() {
+    // bpftrace runs BEGIN (printf "ATTACHED") before it attaches its tracepoint: the condition is ready only
+    // once `bpftool perf show` lists that tracepoint for its pid. A tracer that prints the line and
+    // attaches nothing must never pass for ready.
+    let script = format!(
+        "import sys, tempfile\nsys.path.insert(0, {BENCH:?})\nimport harness as h\n\
+         argv = ['sh', '-c', 'echo ATTACHED; sleep 1; exit 1']\n\
+         try:\n    h.Tracer(argv, 'ATTACHED', tempfile.mkdtemp(), h.bpftrace_attached)\nexcept RuntimeError as e:\n    assert 'exited before attaching' in str(e), e\n\
+         else:\n    raise AssertionError('a ready line with no tracepoint attached passed for attached')\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("python3").args(["-c", &script]).env("TMPDIR", tmp.path()).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
