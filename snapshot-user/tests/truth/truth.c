@@ -641,7 +641,7 @@ static void case_hugetlb_reuse_flush(void) {
 	for (int i = 0; i < n; i++)
 		p[(size_t)i * (2 << 20)] = 1;
 	q[0] = 1;
-	uint64_t *before = frames(p, n * 512);
+	long copied = 0;
 	for (int r = 0; r < rounds; r++) {
 		pid_t c = fork();
 		if (c < 0)
@@ -649,11 +649,17 @@ static void case_hugetlb_reuse_flush(void) {
 		if (c == 0)
 			_exit(0);
 		reap(c);
-		p[(size_t)(r % n) * (2 << 20)] += 1;
+		/* Frames of the page written, around each round: a copy's old page
+		 * goes back to the pool, so a later copy can bring it back and
+		 * frames compared over all rounds would miss both. Read before the
+		 * write and after the flushes, so no fault comes between them. */
+		char *h = p + (size_t)(r % n) * (2 << 20);
+		uint64_t *before = frames(h, 1);
+		*h += 1;
 		if (mprotect(q, 2 << 20, PROT_READ) || mprotect(q, 2 << 20, PROT_READ | PROT_WRITE))
 			die("mprotect");
+		copied += changed(before, frames(h, 1), 1);
 	}
-	long copied = changed(before, frames(p, n * 512), n * 512) / 512;
 	/* Only the huge pages: each fork also copies a few 4 KiB pages of stack. */
 	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
 }
