@@ -105,8 +105,8 @@ static long write_and_count(char *p, int pages) {
 	return changed(before, frames(p, pages), pages);
 }
 
-/* A child that holds its pages until the parent closes `fd`'s other end. */
-static pid_t holder(void) {
+/* A child that holds its pages until the parent closes `*release`. */
+static pid_t holder_until(int *release) {
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC))
 		die("pipe");
@@ -121,8 +121,14 @@ static pid_t holder(void) {
 		_exit(0);
 	}
 	close(fds[0]);
-	/* The write end stays open in the parent (and closes at its exit). */
+	*release = fds[1];
 	return pid;
+}
+
+/* A holder whose pipe's write end stays open in the parent (and closes at its exit). */
+static pid_t holder(void) {
+	int release;
+	return holder_until(&release);
 }
 
 static void reap(pid_t pid) {
@@ -664,6 +670,43 @@ static void case_hugetlb_reuse_flush(void) {
 	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
 }
 
+/* Hugetlb copies while another thread of the process keeps taking write
+ * faults of its own (copy-on-write after each fork) on the other CPU: each
+ * copy's flush sends that thread a shootdown, maybe inside one of its faults,
+ * and only the writer's own flush is a copy. Each round's child holds the
+ * huge pages until the parent wrote them all, so every write copies. */
+static volatile int spinning;
+
+static void *fault_spinner(void *arg) {
+	char *b = arg;
+	for (unsigned i = 0; spinning; i++)
+		b[(size_t)(i % 64) * page] += 1;
+	return NULL;
+}
+
+static void case_hugetlb_threads(void) {
+	int n = 4, rounds = 20;
+	char *p = huge_region(n), *b = region(64, 0);
+	for (int i = 0; i < n; i++)
+		p[(size_t)i * (2 << 20)] = 1;
+	touch(b, 64);
+	spinning = 1;
+	pthread_t t;
+	if (pthread_create(&t, NULL, fault_spinner, b))
+		die("pthread_create");
+	long copied = 0;
+	for (int r = 0; r < rounds; r++) {
+		int release;
+		pid_t c = holder_until(&release);
+		copied += huge_write_and_count(p, n);
+		close(release);
+		reap(c);
+	}
+	spinning = 0;
+	pthread_join(t, NULL);
+	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -697,6 +740,7 @@ static const struct {
 	{"memfd_shared", case_memfd_shared},
 	{"hugetlb_after_fork", case_hugetlb_after_fork},
 	{"hugetlb_reuse_flush", case_hugetlb_reuse_flush},
+	{"hugetlb_threads", case_hugetlb_threads},
 };
 
 int main(int argc, char **argv) {
