@@ -4,6 +4,12 @@
 //! pass through the page allocator, so this flush is the copy's only trace.
 //! Fires machine-wide (once per copy of any size): for a process that maps no
 //! hugetlb page, three loads and no helper call.
+//! Known misses (x86): while another thread of the process flushes too, its
+//! shootdown IPI can do the copy's flush first (a remote one, ignored here)
+//! and the copy's own flush then traces nothing (truth test
+//! `hugetlb_copies_beside_a_faulting_thread`, ignored). With INVLPGB (AMD,
+//! Linux 6.15+) a process on three or more CPUs gets broadcast flushes,
+//! which may not reach this tracepoint at all (not seen: no such CPU here).
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
