@@ -343,14 +343,10 @@ fn hugetlb_flushes_after_reused_faults_are_not_copies() {
 }
 
 /// Hugetlb copies while another thread of the process takes write faults of
-/// its own on the other CPU (the copies' shootdowns land in it). Fails: 53 to
-/// 77 of 80 copies seen, in 2 to 8 runs of 8, before and after perf9. Likely cause
-/// (seen missing no copy when tlb.rs also took TLB_REMOTE_SHOOTDOWN): the
-/// other thread's shootdown IPI does the writer's flush, traced as a remote
-/// one, and the writer's own flush then finds its TLB up to date and traces
-/// nothing. Kept as the reproduction (`-- --ignored`) until tlb.rs sees them.
+/// its own on the other CPU: that thread's shootdown IPIs can do a copy's
+/// flush before the copying thread does (53 to 77 of 80 copies were seen
+/// when only TLB_LOCAL_MM_SHOOTDOWN counted).
 #[test]
-#[ignore = "known miss: a hugetlb copy whose flush another thread's shootdown did"]
 fn hugetlb_copies_beside_a_faulting_thread() {
     hugetlb_case("hugetlb_threads");
 }
