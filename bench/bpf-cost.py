@@ -5,7 +5,8 @@ copy, above the floor, from the kernel's own accounting. For comparing builds (v
 Each round runs every BIN once (the first rotating): `BIN trace --comm cowbench`, then bench/forkrewrite.c
 (named cowbench) maps PAGES private 4 KiB pages, populates them, forks, and the parent rewrites every page
 (PAGES COW copies). Program run time is read with `bpftool prog show --json` just before the fork and just
-after the rewrite, so only the copies are counted. BPF stats are on for the whole run (restored after).
+after the rewrite, so only the copies are counted. BPF stats are on while the script runs (BPF_ENABLE_STATS:
+off again however it ends).
 
 The floor is measured in the same stretch, not in another run: bench/empty_tracepoints.py keeps a `return 0`
 program on each of the copy path's tracepoints for the whole run, so each traced program's time minus the empty
@@ -19,12 +20,28 @@ condition adds to it over `none` (difference of medians, and the median of the p
 With --hugetlb, the workload also maps one 2 MiB hugetlb page beside the 4 KiB pages it rewrites (the path a
 process with hugetlb pages takes; vm.nr_hugepages is raised to 2 if lower, and restored). Needs root, gcc and
 bpftool."""
-import argparse, json, os, signal, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, signal, statistics, subprocess, sys, tempfile, time
+
+from empty_tracepoints import enable_stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRACEPOINTS = ("page_fault_user", "mm_page_alloc", "tlb_flush", "rss_stat")
-STATS = "/proc/sys/kernel/bpf_stats_enabled"
 HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+@contextlib.contextmanager
+def hugepages_at_least(wanted):
+    """vm.nr_hugepages raised to `wanted` if lower, restored on the way out."""
+    old = int(open(HUGEPAGES).read())
+    if old < wanted:
+        with open(HUGEPAGES, "w") as f:
+            f.write(str(wanted))
+    try:
+        yield
+    finally:
+        if old < wanted:
+            with open(HUGEPAGES, "w") as f:
+                f.write(str(old))
 
 
 def programs():
@@ -47,6 +64,7 @@ def one_run(binary, workload, pages, empty_ids, tmp):
     err_path = os.path.join(tmp, "tracer.err")
     with open(err_path, "w") as err:
         tracer = subprocess.Popen([binary, "trace", "--comm", "cowbench"], stdout=subprocess.DEVNULL, stderr=err)
+    work = None
     try:
         wait_for(err_path, "snapshot: tracing", tracer)
         work = subprocess.Popen(workload, env={"FORKREWRITE_STEPS": "1"}, text=True,
@@ -63,6 +81,9 @@ def one_run(binary, workload, pages, empty_ids, tmp):
         if work.wait() != 0:
             sys.exit("bpf-cost: forkrewrite failed")
     finally:
+        if work and work.poll() is None:
+            work.kill()  # and its child, which ends when the pipe to it closes
+            work.wait()
         tracer.send_signal(signal.SIGINT)
         tracer.wait()
     body, floor = {}, {}
@@ -70,8 +91,8 @@ def one_run(binary, workload, pages, empty_ids, tmp):
         name = prog.get("name", "")
         if pid in empty_ids:
             floor[next(t for t in TRACEPOINTS if t.startswith(name[len("empty_"):]))] = run_time(start, end, pid) / pages
-        elif pid not in before_ids and name.startswith(TRACEPOINTS):
-            body[name] = run_time(start, end, pid) / pages
+        elif pid not in before_ids and name.removesuffix("_raw") in TRACEPOINTS:
+            body[name.removesuffix("_raw")] = run_time(start, end, pid) / pages
     row = {name: ns - floor[name] for name, ns in body.items()}
     row["body"] = sum(row.values())
     row["floor"] = sum(floor.values())
@@ -129,46 +150,48 @@ def main():
     args.add_argument("--hugetlb", action="store_true", help="map one 2 MiB hugetlb page beside the rewritten pages")
     args.add_argument("binaries", nargs="+", metavar="BIN")
     opts = args.parse_args()
-    old_stats, old_huge = open(STATS).read(), open(HUGEPAGES).read()
-    with tempfile.TemporaryDirectory(prefix="bpf-cost.") as tmp:
+    # SIGTERM and SIGHUP end the run through the `finally`s too: nr_hugepages
+    # restored, the tracer and the empty programs stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, _: sys.exit(f"bpf-cost: stopped by signal {n}"))
+    with tempfile.TemporaryDirectory(prefix="bpf-cost.") as tmp, hugepages_at_least(2 if opts.hugetlb else 0):
         cowbench = os.path.join(tmp, "cowbench")
         subprocess.run(["gcc", "-O2", "-Wall", "-o", cowbench, os.path.join(HERE, "forkrewrite.c")], check=True)
         workload = [cowbench, str(opts.pages)] + (["hugetlb"] if opts.hugetlb else [])
         if opts.wall:
-            huge_set = opts.hugetlb and int(old_huge) < 2
-            try:
-                if huge_set:
-                    open(HUGEPAGES, "w").write("2")
-                wall(opts, workload, tmp)
-            finally:
-                open(HUGEPAGES, "w").write(old_huge)
+            wall(opts, workload, tmp)
             return
-        before = set(programs())
-        empty = subprocess.Popen([sys.executable, os.path.join(HERE, "empty_tracepoints.py"), *TRACEPOINTS],
-                                 stdout=subprocess.PIPE, text=True)
-        try:
-            if empty.stdout.readline().strip() != "ATTACHED":
-                sys.exit("bpf-cost: the empty programs did not attach")
-            empty_ids = {pid for pid, p in programs().items() if pid not in before and p.get("name", "").startswith("empty_")}
-            if opts.hugetlb and int(old_huge) < 2:
-                open(HUGEPAGES, "w").write("2")
-            open(STATS, "w").write("1")
-            rows = {b: [] for b in opts.binaries}
-            for rnd in range(opts.rounds):
-                for i in range(len(opts.binaries)):
-                    binary = opts.binaries[(i + rnd) % len(opts.binaries)]
-                    row = one_run(binary, workload, opts.pages, empty_ids, tmp)
-                    rows[binary].append(row)
-                    print(binary, rnd + 1, " ".join(f"{k}={v:.0f}" for k, v in sorted(row.items())), flush=True)
-        finally:
-            open(STATS, "w").write(old_stats)
-            open(HUGEPAGES, "w").write(old_huge)
-            empty.send_signal(signal.SIGINT)
-            empty.wait()
+        rows = accounted(opts, workload, tmp)
     print(f"medians of {opts.rounds} rounds, ns per copy (bodies above the floor; floor; wall):")
     for binary, runs in rows.items():
         keys = sorted(runs[0])
         print(binary, " ".join(f"{k}={statistics.median(r[k] for r in runs):.0f}" for k in keys))
+
+
+def accounted(opts, workload, tmp):
+    """Every BIN's rows, beside the empty programs, with the kernel's run-time accounting on."""
+    before = set(programs())
+    empty = subprocess.Popen([sys.executable, os.path.join(HERE, "empty_tracepoints.py"), *TRACEPOINTS],
+                             stdout=subprocess.PIPE, text=True)
+    # Accounting on while this fd is open: off again however the run ends (even
+    # SIGKILL), unlike the kernel.bpf_stats_enabled sysctl.
+    stats = enable_stats()
+    try:
+        if empty.stdout.readline().strip() != "ATTACHED":
+            sys.exit("bpf-cost: the empty programs did not attach")
+        empty_ids = {pid for pid, p in programs().items() if pid not in before and p.get("name", "").startswith("empty_")}
+        rows = {b: [] for b in opts.binaries}
+        for rnd in range(opts.rounds):
+            for i in range(len(opts.binaries)):
+                binary = opts.binaries[(i + rnd) % len(opts.binaries)]
+                row = one_run(binary, workload, opts.pages, empty_ids, tmp)
+                rows[binary].append(row)
+                print(binary, rnd + 1, " ".join(f"{k}={v:.0f}" for k, v in sorted(row.items())), flush=True)
+        return rows
+    finally:
+        os.close(stats)
+        empty.send_signal(signal.SIGINT)
+        empty.wait()
 
 
 if __name__ == "__main__":

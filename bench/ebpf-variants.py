@@ -6,6 +6,7 @@ Run from the repository root with bpf-linker on PATH (`cargo xtask build` puts i
 edit is reverted, also when a build fails."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -41,6 +42,10 @@ def main():
         sys.exit("usage: bench/ebpf-variants.py OUTDIR")
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
+    # SIGTERM and SIGHUP go through the `finally` too (a cut source left in the
+    # checkout would build a tracer that miscounts); subprocess.run kills the build.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, _: sys.exit(f"ebpf-variants: stopped by signal {n}"))
     build(out, "this")
     for name, path, old, new, what in VARIANTS:
         text = open(path).read()
@@ -51,11 +56,13 @@ def main():
                 sys.exit(f"ebpf-variants: {name}: the text to cut is not in {path} exactly once")
             cut = cut.replace(o, n)
         try:
-            open(path, "w").write(cut)
+            with open(path, "w") as f:
+                f.write(cut)
             build(out, name)
             print(f"  cut: {what}")
         finally:
-            open(path, "w").write(text)
+            with open(path, "w") as f:
+                f.write(text)
     build(out, "this")  # leaves the checkout's build as it was
 
 

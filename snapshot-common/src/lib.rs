@@ -152,6 +152,9 @@ pub struct Config {
     pub huge_order: u32,
     /// `TLB_LOCAL_MM_SHOOTDOWN` of `enum tlb_flush_reason`.
     pub tlb_local_mm_shootdown: u32,
+    /// `TLB_REMOTE_SEND_IPI`: traced by the flushing task itself when other
+    /// CPUs run its mm, before any of them (or it) flushes.
+    pub tlb_remote_send_ipi: u32,
     /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SWAPENTS`, `MM_SHMEMPAGES` of the
     /// mm counters `rss_stat` reports.
     pub mm_filepages: u32,

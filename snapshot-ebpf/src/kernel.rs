@@ -22,6 +22,7 @@ static CONFIG: Config = Config {
     mm_hugetlb_usage: 0,
     huge_order: 9,
     tlb_local_mm_shootdown: 3,
+    tlb_remote_send_ipi: 4,
     mm_filepages: 0,
     mm_anonpages: 1,
     mm_swapents: 2,

@@ -4,6 +4,9 @@
 //! pass through the page allocator, so this flush is the copy's only trace.
 //! Fires machine-wide (once per copy of any size): for a process that maps no
 //! hugetlb page, three loads and no helper call.
+//! Known gap (x86): with INVLPGB (AMD, Linux 6.15+) a process on three or
+//! more CPUs gets broadcast flushes, which may not reach this tracepoint at
+//! all (not seen: no such CPU here).
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, raw_tracepoint},
@@ -32,8 +35,12 @@ pub fn tlb_flush_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_flush<C: StackIdContext>(ctx: &C, reason: u64) {
     // Only a flush the current task asked for on its own mm: a shootdown
-    // IPI or a task switch runs in whatever task the CPU was running.
-    if reason as u32 != cfg!(tlb_local_mm_shootdown) {
+    // IPI or a task switch runs in whatever task the CPU was running. With
+    // other CPUs on the mm, the task first traces sending its IPIs: an IPI
+    // from another thread's flush can do this flush's work before the local
+    // one, which then finds its TLB up to date and traces nothing.
+    let reason = reason as u32;
+    if reason != cfg!(tlb_local_mm_shootdown) && reason != cfg!(tlb_remote_send_ipi) {
         return;
     }
     // Three loads, before the task-storage lookup: most flushes are of

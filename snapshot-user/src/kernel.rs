@@ -51,6 +51,8 @@ pub fn config() -> Result<Config> {
         huge_order: huge_order()?,
         tlb_local_mm_shootdown: enum_value(&btf, "TLB_LOCAL_MM_SHOOTDOWN")
             .context("kernel BTF: enum tlb_flush_reason has no TLB_LOCAL_MM_SHOOTDOWN")?,
+        tlb_remote_send_ipi: enum_value(&btf, "TLB_REMOTE_SEND_IPI")
+            .context("kernel BTF: enum tlb_flush_reason has no TLB_REMOTE_SEND_IPI")?,
         mm_filepages: counter("MM_FILEPAGES")?,
         mm_anonpages: counter("MM_ANONPAGES")?,
         mm_swapents: counter("MM_SWAPENTS")?,
@@ -297,7 +299,7 @@ mod tests {
         // tlb_flush_reason: fixed positions for many releases.
         assert_eq!((c.gfp_highmem, c.gfp_movable, c.gfp_zero, c.gfp_write, c.gfp_noretry), (1, 3, 8, 12, 16));
         assert_eq!((c.mm_filepages, c.mm_anonpages, c.mm_swapents, c.mm_shmempages), (0, 1, 2, 3));
-        assert_eq!(c.tlb_local_mm_shootdown, 3);
+        assert_eq!((c.tlb_local_mm_shootdown, c.tlb_remote_send_ipi), (3, 4));
         // sched_process_exit gained group_dead in 6.16.
         let release = nix::sys::utsname::uname().unwrap().release().to_string_lossy().into_owned();
         assert_eq!(c.exit_has_group_dead == 1, !release_before(&release, (6, 16)), "{release}");

@@ -105,8 +105,8 @@ static long write_and_count(char *p, int pages) {
 	return changed(before, frames(p, pages), pages);
 }
 
-/* A child that holds its pages until the parent closes `fd`'s other end. */
-static pid_t holder(void) {
+/* A child that holds its pages until the parent closes `*release`. */
+static pid_t holder_until(int *release) {
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC))
 		die("pipe");
@@ -121,8 +121,14 @@ static pid_t holder(void) {
 		_exit(0);
 	}
 	close(fds[0]);
-	/* The write end stays open in the parent (and closes at its exit). */
+	*release = fds[1];
 	return pid;
+}
+
+/* A holder whose pipe's write end stays open in the parent (and closes at its exit). */
+static pid_t holder(void) {
+	int release;
+	return holder_until(&release);
 }
 
 static void reap(pid_t pid) {
@@ -641,7 +647,7 @@ static void case_hugetlb_reuse_flush(void) {
 	for (int i = 0; i < n; i++)
 		p[(size_t)i * (2 << 20)] = 1;
 	q[0] = 1;
-	uint64_t *before = frames(p, n * 512);
+	long copied = 0;
 	for (int r = 0; r < rounds; r++) {
 		pid_t c = fork();
 		if (c < 0)
@@ -649,12 +655,55 @@ static void case_hugetlb_reuse_flush(void) {
 		if (c == 0)
 			_exit(0);
 		reap(c);
-		p[(size_t)(r % n) * (2 << 20)] += 1;
+		/* Frames of the page written, around each round: a copy's old page
+		 * goes back to the pool, so a later copy can bring it back and
+		 * frames compared over all rounds would miss both. Read before the
+		 * write and after the flushes, so no fault comes between them. */
+		char *h = p + (size_t)(r % n) * (2 << 20);
+		uint64_t *before = frames(h, 1);
+		*h += 1;
 		if (mprotect(q, 2 << 20, PROT_READ) || mprotect(q, 2 << 20, PROT_READ | PROT_WRITE))
 			die("mprotect");
+		copied += changed(before, frames(h, 1), 1);
 	}
-	long copied = changed(before, frames(p, n * 512), n * 512) / 512;
 	/* Only the huge pages: each fork also copies a few 4 KiB pages of stack. */
+	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
+}
+
+/* Hugetlb copies while another thread of the process keeps taking write
+ * faults of its own (copy-on-write after each fork) on the other CPU: each
+ * copy's flush sends that thread a shootdown, maybe inside one of its faults,
+ * and only the writer's own flush is a copy. Each round's child holds the
+ * huge pages until the parent wrote them all, so every write copies. */
+static volatile int spinning;
+
+static void *fault_spinner(void *arg) {
+	char *b = arg;
+	for (unsigned i = 0; spinning; i++)
+		b[(size_t)(i % 64) * page] += 1;
+	return NULL;
+}
+
+static void case_hugetlb_threads(void) {
+	int n = 4, rounds = 20;
+	char *p = huge_region(n), *b = region(64, 0);
+	for (int i = 0; i < n; i++)
+		p[(size_t)i * (2 << 20)] = 1;
+	touch(b, 64);
+	spinning = 1;
+	pthread_t t;
+	if (pthread_create(&t, NULL, fault_spinner, b))
+		die("pthread_create");
+	long copied = 0;
+	for (int r = 0; r < rounds; r++) {
+		int release;
+		pid_t c = holder_until(&release);
+		copied += huge_write_and_count(p, n);
+		close(release);
+		reap(c);
+	}
+	spinning = 0;
+	pthread_join(t, NULL);
 	emit("{\"pid\":%d,\"huge_copied\":%ld}", getpid(), copied);
 }
 
@@ -691,6 +740,7 @@ static const struct {
 	{"memfd_shared", case_memfd_shared},
 	{"hugetlb_after_fork", case_hugetlb_after_fork},
 	{"hugetlb_reuse_flush", case_hugetlb_reuse_flush},
+	{"hugetlb_threads", case_hugetlb_threads},
 };
 
 int main(int argc, char **argv) {
