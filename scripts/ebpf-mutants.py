@@ -5,6 +5,7 @@ build the eBPF target). Run as root from the repository root, with bpf-linker
 on PATH (cargo xtask build puts it in target/tools/bin). Every change is
 reverted, also when a step fails. Prints one line per mutant: caught or MISSED."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ MUTANTS = [
      ["hugetlb_"], "hugetlb: every write fault counted as a copy (no reuse check)"),
     ("snapshot-ebpf/src/tlb.rs", "    if !maps_hugetlb(task) {", "    if true {",
      ["hugetlb_"], "tlb: hugetlb copies never seen (the hugetlb test always fails)"),
+    ("snapshot-ebpf/src/tlb.rs",
+     "    if reason != cfg!(tlb_local_mm_shootdown) && reason != cfg!(tlb_remote_send_ipi) {",
+     "    if reason != cfg!(tlb_local_mm_shootdown) {",
+     ["hugetlb_copies_beside_a_faulting_thread"], "tlb: a copy flushed first by another thread's IPI missed"),
     ("snapshot-ebpf/src/tlb.rs", "        if finished_faults_of(task) != (*pending).faults {", "        if false {",
      ["hugetlb_"], "tlb: a flush after its fault is over taken for that fault's copy"),
     ("snapshot-ebpf/src/rss.rs", "        if member != file && member != shmem {", "        if true {",
@@ -69,7 +74,14 @@ def test(filters):
     return run(cmd)
 
 
+def stop(signum, _frame):
+    # SIGTERM/SIGHUP end the run through main's `finally`, which puts the source back.
+    raise SystemExit(128 + signum)
+
+
 def main():
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     only = sys.argv[1:]
     missed = 0
     for path, old, new, filters, what in MUTANTS:

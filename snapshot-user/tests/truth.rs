@@ -344,7 +344,7 @@ fn hugetlb_flushes_after_reused_faults_are_not_copies() {
 
 /// Hugetlb copies while another thread of the process takes write faults of
 /// its own on the other CPU: that thread's shootdown IPIs can do a copy's
-/// flush before the copying thread does (53 to 77 of 80 copies were seen
+/// flush before the copying thread does (53 to 77 of 80 copies were seen in 20 rounds
 /// when only TLB_LOCAL_MM_SHOOTDOWN counted).
 #[test]
 fn hugetlb_copies_beside_a_faulting_thread() {

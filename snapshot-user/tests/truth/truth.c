@@ -685,7 +685,7 @@ static void *fault_spinner(void *arg) {
 }
 
 static void case_hugetlb_threads(void) {
-	int n = 4, rounds = 20;
+	int n = 4, rounds = 60;
 	char *p = huge_region(n), *b = region(64, 0);
 	for (int i = 0; i < n; i++)
 		p[(size_t)i * (2 << 20)] = 1;
