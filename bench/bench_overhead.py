@@ -44,7 +44,10 @@ def rewrite(work, m):
                 tracer_out = t.stop() if t else None
             if t and cond != "empty":
                 # Every rewrite is PAGES copies by the forking parent: a tracer that saw fewer measured less.
-                h.check_seen(cond, h.copies_seen(cond, tracer_out, work, pids), PAGES)
+                try:
+                    h.check_seen(cond, h.copies_seen(cond, tracer_out, work, pids), PAGES)
+                except RuntimeError as e:
+                    raise RuntimeError(f"{e}; {t.diagnosis()}") from None
             h.log(f"overhead rewrite round {r + 1} {cond}: {m['rewrite']['samples'][cond][-1]:.0f} ns/copy")
 
 
@@ -179,7 +182,10 @@ def redis(work, m):
                 finally:
                     out = t.stop() if t else None
                 if t and cond != "empty":
-                    check_saves_seen(cond, out, work, server.p.pid, SAVES)
+                    try:
+                        check_saves_seen(cond, out, work, server.p.pid, SAVES)
+                    except RuntimeError as e:
+                        raise RuntimeError(f"{e}; {t.diagnosis()}") from None
                 rps[cond] = sets / secs
                 m["redis"]["samples"][cond].append(rps[cond])
                 m["saves_s"]["samples"][cond].append(secs)

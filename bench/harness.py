@@ -106,6 +106,7 @@ class Tracer:
     def stop(self):
         if self in _running:
             _running.remove(self)
+        self.ended_early = self.p.poll() is not None
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
@@ -115,6 +116,12 @@ class Tracer:
                 self.p.wait()
         self.out.seek(0)
         return self.out.read()
+
+    def diagnosis(self):
+        """How the tracer ended, for an error about what it counted."""
+        self.err.seek(0)
+        early = "before it was stopped" if getattr(self, "ended_early", False) else "when stopped"
+        return f"{self.p.args[0]} ended {early} with exit status {self.p.returncode}; its stderr: {self.err.read()[-1500:]}"
 
 
 def start_tracer(cond, workdir, pid=None, comm=None):
