@@ -84,6 +84,7 @@ class Tracer:
     def __init__(self, argv, ready, workdir, attached=lambda pid: True):
         self.out = open(os.path.join(workdir, "tracer.out"), "w+")
         self.err = open(os.path.join(workdir, "tracer.err"), "w+")
+        self.ended_early = False  # it exited before stop() asked it to
         t0 = time.monotonic()
         self.p = spawn(argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
         _running.append(self)
@@ -120,7 +121,7 @@ class Tracer:
     def diagnosis(self):
         """How the tracer ended, for an error about what it counted."""
         self.err.seek(0)
-        early = "before it was stopped" if getattr(self, "ended_early", False) else "when stopped"
+        early = "before it was stopped" if self.ended_early else "when stopped"
         return f"{self.p.args[0]} ended {early} with exit status {self.p.returncode}; its stderr: {self.err.read()[-1500:]}"
 
 

@@ -52,7 +52,7 @@ pub const NEEDS: &[Need] = &[
     Need { command: "promtool", package: "prometheus", tests: "snapshot-user exporter (promtool check metrics on the endpoint)" },
     Need { command: "chromium", package: "chromium", tests: "snapshot-user run and stacks (the HTML report and the flame graph rendered headless)" },
     Need { command: "bpftrace", package: "bpftrace", tests: "cargo xtask bench overhead and accuracy (the one-liner compared with)" },
-    Need { command: "bpftool", package: "bpftool", tests: "cargo xtask bench bpfcost (run counts and times of each eBPF program)" },
+    Need { command: "bpftool", package: "bpftool", tests: "cargo xtask bench bpfcost (run counts and times of each eBPF program); overhead, accuracy and xtask bench_harness (bpftrace counts as attached once its tracepoint is listed)" },
     Need { command: "python3", package: "python3", tests: "snapshot-user stacks (a forked Python worker's copies); cargo xtask bench (bench/bench_*.py), xtask bench_harness, xtask bench_checks, xtask bench_variants" },
 ];
 

@@ -141,3 +141,17 @@ fn bpftrace_ready_line_alone_is_not_attached() {
     let out = Command::new("python3").args(["-c", &script]).env("TMPDIR", tmp.path()).output().expect("python3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_tracer_that_ended_early_says_how() {
+    // A condition that counted nothing fails with this: the tracer's exit, and whether it came before the stop.
+    let script = format!(
+        "import sys, tempfile, time\nsys.path.insert(0, {BENCH:?})\nimport harness as h\n\
+         t = h.Tracer(['sh', '-c', 'echo oops >&2; echo ready; sleep 0.2; exit 3'], 'ready', tempfile.mkdtemp())\n\
+         time.sleep(1)\nt.stop()\nd = t.diagnosis()\n\
+         assert 'before it was stopped' in d and 'exit status 3' in d and 'oops' in d, d\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("python3").args(["-c", &script]).env("TMPDIR", tmp.path()).output().expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
